@@ -1,0 +1,30 @@
+# Two commands: `make demo` and `make test`. Each creates $(VENV) when missing and installs
+# usssl (editable, with test extras); the install is a quick no-op when nothing changed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.usssl-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/usssl run pipelines/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest -q --durations=20 $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,191 @@
+"""The ``usssl`` command: run, validate, synth, ingest, doctor.
+
+Errors a user can fix (a config typo, a missing file, unreadable data) print one clear message and
+exit with code 2 (config) or 1 (data), without a traceback. Heavy libraries (torch, lightning,
+mlflow) are imported only by the subcommand that needs them, so ``usssl --help`` and
+``usssl validate`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from usssl.errors import UssslError
+
+EPILOG = "Docs: README.md and docs/. Example: usssl run pipelines/demo.yaml --set pretrain.max_epochs=2"
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        datefmt="[%X]", handlers=[RichHandler(show_path=False, rich_tracebacks=False)])
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "alembic", "mlflow", "urllib3",
+                  "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from usssl.config import load_config
+
+    cfg = load_config(args.pipeline, args.set)
+    stages = " → ".join(entry.kind for entry in cfg.stages) or "(no stages)"
+    print(f"{args.pipeline}: valid — {cfg.name}: {stages}; output in {cfg.output_dir}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from usssl.config import load_config
+
+    cfg = load_config(args.pipeline, args.set)
+    from usssl.pipeline import run_pipeline
+
+    result = run_pipeline(cfg, resume=args.resume)
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    console = Console()
+    if result.get("report"):
+        console.print(Markdown(result["report"]))
+    uri = result["tracking_uri"]
+    console.print(f"\n[bold]Finished in {result['seconds']:.0f} s.[/bold] Outputs: {result['output_dir']}")
+    console.print(f"MLflow store: {uri}")
+    console.print(f"Open it with:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from usssl.data.synth import generate
+
+    out = generate(Path(args.out), subjects=args.subjects, seed=args.seed, voice=args.voice,
+                   duration_s=args.duration, progress=True)
+    print(f"synthetic corpus written to {out} ({args.subjects} subjects, seed {args.seed})")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from usssl.config import IngestConfig, load_config
+
+    if args.config:
+        cfg = load_config(args.config, args.set)
+        icfg = cfg.stage("ingest") or IngestConfig()
+    else:
+        icfg = IngestConfig()
+    updates = {"workers": args.workers, "fps": args.fps, "overwrite": args.overwrite or None}
+    if args.size:
+        updates["size"] = tuple(args.size)
+    if args.no_audio:
+        updates["audio"] = False
+    icfg = icfg.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    IngestConfig.model_validate(icfg.model_dump())
+    from usssl.data.ingest import ingest
+
+    summary = ingest([Path(s) for s in args.sources], Path(args.out), icfg, progress=True)
+    print(f"ingested {summary.n_ok} recording(s), skipped {summary.n_skipped}; cache: {summary.cache_dir}")
+    if summary.n_skipped:
+        print(f"see {summary.report_path} for the reasons")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import importlib.metadata
+    import platform
+
+    print(f"python      {platform.python_version()} on {platform.system()} {platform.machine()}, "
+          f"{os.cpu_count()} CPU(s)")
+    for name in ("usssl", "torch", "torchvision", "torchaudio", "lightning", "mlflow", "av", "pydicom",
+                 "numpy", "pandas", "opencv-python-headless"):
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            version = "NOT INSTALLED"
+        print(f"{name:<12}{version}")
+    try:
+        import av
+
+        codecs = {c: (c in av.codecs_available) for c in ("h264", "libx264", "hevc", "mpeg4", "aac", "mp3")}
+        print("codecs      " + ", ".join(f"{c}: {'yes' if ok else 'no'}" for c, ok in codecs.items()))
+    except ImportError:
+        print("codecs      PyAV missing: video cannot be read")
+    import torch
+
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        print(f"gpu         {len(names)}: {', '.join(names)}; bf16: {torch.cuda.is_bf16_supported()}")
+    else:
+        print("gpu         none (CPU only; set trainer.accelerator: cpu)")
+    print(f"espeak-ng   {'found' if shutil.which('espeak-ng') else 'not found (voice: espeak unavailable)'}")
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    print(f"tracking    {uri or 'sqlite:///<output_dir>/mlflow.db (default; MLFLOW_TRACKING_URI unset)'}")
+    key = "USSSL_SUBJECT_KEY set" if os.environ.get("USSSL_SUBJECT_KEY") else "key file (created on first ingest)"
+    print(f"subject key {key}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="usssl", epilog=EPILOG,
+                                     description="Self-supervised learning on ultrasound video.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_sets(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. pretrain.max_epochs=2 or stages[1].pretrain.batch_size=16")
+
+    p = sub.add_parser("run", help="run a pipeline YAML end to end", epilog=EPILOG)
+    p.add_argument("pipeline", help="pipeline YAML, e.g. pipelines/demo.yaml")
+    with_sets(p)
+    p.add_argument("--resume", action="store_true", help="skip finished stages, continue from the last checkpoint")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a pipeline YAML without running it")
+    p.add_argument("pipeline")
+    with_sets(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("synth", help="write the built-in synthetic fetal-ultrasound corpus")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--subjects", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--voice", choices=["builtin", "espeak"], default="builtin")
+    p.add_argument("--duration", type=float, default=40.0, help="seconds per scan")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("ingest", help="read recordings into a training cache")
+    p.add_argument("sources", nargs="+", help="files or folders")
+    p.add_argument("--out", required=True, help="cache folder")
+    p.add_argument("--config", help="take ingest settings from this pipeline YAML")
+    with_sets(p)
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--fps", type=float)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--no-audio", action="store_true", help="drop narration (it may contain names)")
+    p.add_argument("--overwrite", action="store_true", help="replace a cache written with other settings")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("doctor", help="versions, codecs, GPU and tracking set-up")
+    p.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except UssslError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

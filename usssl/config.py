@@ -1,0 +1,405 @@
+"""Pipeline YAML → validated pydantic models, with errors a clinician can act on.
+
+A pipeline file has a few global sections (``name``, ``output_dir``, ``seed``, ``data``,
+``tracking``, ``trainer``) and a list of ``stages``, each a one-key mapping
+(``- ingest: {...}``, ``- pretrain: {...}``, ``- finetune: {...}``, ``- evaluate: {...}``).
+Every model forbids unknown keys, so a typo is an error that names its key path and suggests the
+closest valid key::
+
+    pipelines/demo.yaml: stages[1].pretrain.optimiser: unknown key (did you mean 'optimizer'?)
+
+Overrides from the command line (``--set pretrain.max_epochs=2``) are applied to the raw YAML
+before validation, so they are checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from usssl.errors import ConfigError
+
+STAGE_NAMES = ("ingest", "pretrain", "finetune", "evaluate")
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------- data
+class SynthConfig(Strict):
+    """The built-in synthetic corpus, generated when ``data.sources`` is empty."""
+
+    subjects: int = Field(12, ge=3, description="number of synthetic subjects (one scan each)")
+    seed: int = 0
+    duration_s: float = Field(40.0, gt=1.0, description="length of each scan in seconds")
+    voice: Literal["builtin", "espeak"] = "builtin"
+    size: tuple[int, int] = (160, 160)
+
+
+class DataConfig(Strict):
+    """Where the recordings come from and where the cache goes."""
+
+    sources: list[str] = Field(default_factory=list, description="folders or files to ingest")
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    cache_dir: str | None = Field(None, description="default: <output_dir>/cache")
+    labels_csv: str | None = Field(None, description="per-frame labels: video, frame, plane")
+    gaze_csv: str | None = Field(None, description="gaze: video, frame, x, y (pixels)")
+    subjects_csv: str | None = Field(None, description="video → patient_id (hashed on ingest)")
+
+
+class TrackingConfig(Strict):
+    """MLflow tracking. ``uri`` null means ``sqlite:///<output_dir>/mlflow.db``;
+    the environment variable ``MLFLOW_TRACKING_URI`` overrides both."""
+
+    uri: str | None = None
+    experiment: str = "usssl"
+    enabled: bool = True
+    log_checkpoints: bool = True
+
+
+class TrainerConfig(Strict):
+    """Lightning Trainer settings shared by every training stage."""
+
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "cpu"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    precision: Literal["32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    log_every_n_steps: int = Field(5, ge=1)
+    deterministic: bool = False
+    gradient_clip_val: float | None = 5.0
+    progress: bool = True
+
+
+# ----------------------------------------------------------------------------- stages
+class SplitConfig(Strict):
+    """Subject-level split fractions (never by frame or clip)."""
+
+    val: float = Field(0.0, ge=0.0, lt=1.0)
+    test: float = Field(0.34, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
+class IngestConfig(Strict):
+    """Read recordings, crop to the imaging region, resample, and write the cache."""
+
+    size: tuple[int, int] = Field((64, 64), description="cached frame height, width in pixels")
+    fps: float | None = Field(15.0, gt=0, description="cached frame rate; null keeps the source rate")
+    audio: bool = Field(True, description="keep the narration (false drops it: it may contain names)")
+    audio_rate: int = Field(16000, ge=8000)
+    crop: Literal["auto", "none"] | tuple[int, int, int, int] = Field(
+        "auto", description="'auto' (ultrasound regions or motion), 'none', or [x0, y0, x1, y1]"
+    )
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    workers: int = Field(2, ge=1)
+    overwrite: bool = False
+
+
+class OptimizerConfig(Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+
+
+class EncoderConfig(Strict):
+    """A video encoder: ``(B, C, T, H, W) -> (B, D)``."""
+
+    name: Literal["tiny2d"] = "tiny2d"
+    width: int = Field(16, ge=4, description="channels of the first block")
+    dim: int = Field(64, ge=8, description="embedding size D")
+
+
+class SpeechConfig(Strict):
+    """Speech windows and their spectrogram encoder."""
+
+    encoder: Literal["tiny_spec"] = "tiny_spec"
+    window_s: float = Field(0.6, gt=0, description="speech window length (paper: 0.6 s)")
+    n_fft: int = Field(256, ge=32)
+    hop_ms: float = Field(5.0, gt=0)
+    win_ms: float = Field(10.0, gt=0)
+    spec_size: tuple[int, int] = Field((64, 64), description="spectrogram resized to F x T'")
+    interval_frames: int = Field(30, ge=1, description="frames per clip interval T (paper: 60 at 30 fps)")
+    affinity_threshold: float = Field(0.5, ge=0, le=1, description="high affinity: speech fraction >=")
+
+
+class PretrainConfig(Strict):
+    """Self-supervised pretraining on the training subjects only."""
+
+    method: Literal["video_speech"] = "video_speech"
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    speech: SpeechConfig = Field(default_factory=SpeechConfig)
+    temperature: float = Field(0.1, gt=0)
+    projection_dim: int = Field(64, ge=8)
+    max_epochs: int = Field(10, ge=1)
+    max_steps: int = -1
+    batch_size: int = Field(64, ge=2)
+    pairs_per_epoch: int = Field(2048, ge=16, description="speech-video pairs drawn per epoch")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+
+
+class FinetuneConfig(Strict):
+    """Transfer to standard-plane detection from each initialisation."""
+
+    inits: list[Literal["random", "pretrain"]] = Field(default_factory=lambda: ["random", "pretrain"])
+    protocols: list[Literal["linear", "finetune"]] = Field(
+        default_factory=lambda: ["linear", "finetune"]
+    )
+    label_fractions: list[float] = Field(default_factory=lambda: [0.1, 1.0])
+    frame_stride: int = Field(2, ge=1, description="use every n-th cached frame")
+    max_epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=2)
+    samples_per_epoch: int = Field(512, ge=16, description="class-balanced draws per fine-tuning epoch")
+    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(lr=3e-3))
+    linear_epochs: int = Field(100, ge=1, description="epochs of the linear probe on frozen features")
+
+    @model_validator(mode="after")
+    def _fractions_in_range(self) -> "FinetuneConfig":
+        for f in self.label_fractions:
+            if not 0.0 < f <= 1.0:
+                raise ValueError(f"label fraction {f} must be in (0, 1]")
+        return self
+
+
+class EvaluateConfig(Strict):
+    """Score every fine-tuned model on the held-out subjects and write the report."""
+
+    frame_stride: int = Field(1, ge=1)
+
+
+class StageEntry(Strict):
+    """One ``- <stage>: {...}`` item of ``stages``; exactly one key is set."""
+
+    ingest: IngestConfig | None = None
+    pretrain: PretrainConfig | None = None
+    finetune: FinetuneConfig | None = None
+    evaluate: EvaluateConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_key(cls, value: Any) -> Any:
+        if isinstance(value, str) and value in STAGE_NAMES:
+            return {value: {}}
+        if isinstance(value, dict):
+            if len(value) != 1:
+                raise ValueError(f"each stage is one of {', '.join(STAGE_NAMES)}, got {sorted(value)}")
+            key, body = next(iter(value.items()))
+            return {key: {} if body is None else body}
+        return value
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in STAGE_NAMES if getattr(self, name) is not None)
+
+    @property
+    def body(self) -> Strict:
+        return getattr(self, self.kind)
+
+
+class PipelineConfig(Strict):
+    """A whole pipeline: global settings and an ordered list of stages."""
+
+    name: str = "pipeline"
+    output_dir: str = "runs/pipeline"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    stages: list[StageEntry] = Field(default_factory=list)
+
+    def stage(self, kind: str) -> Any:
+        """The first stage of ``kind`` or None."""
+        for entry in self.stages:
+            if entry.kind == kind:
+                return entry.body
+        return None
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.data.cache_dir) if self.data.cache_dir else Path(self.output_dir) / "cache"
+
+    @property
+    def tracking_uri(self) -> str:
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        if self.tracking.uri:
+            return self.tracking.uri
+        return f"sqlite:///{Path(self.output_dir).resolve() / 'mlflow.db'}"
+
+
+# ----------------------------------------------------------------------------- loading
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a pipeline YAML, apply ``key.path=value`` overrides and validate.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, an override is malformed, or validation
+            fails; the message names the file, the key path and what was expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: pipeline file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    for item in overrides or []:
+        apply_override(raw, item, source=str(path))
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None
+
+
+def apply_override(raw: dict, item: str, source: str = "--set") -> None:
+    """Set ``a.b[1].c=value`` (value parsed as YAML) in a raw config mapping, in place.
+
+    A first part that names a stage (``pretrain.max_epochs=2``) addresses the first stage of
+    that kind.
+    """
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.path=value")
+    key, text = item.split("=", 1)
+    value = yaml.safe_load(text) if text.strip() else None
+    parts = _split_key(key)
+    if not parts:
+        raise ConfigError(f"--set {item!r}: empty key")
+    stages = raw.get("stages")
+    if isinstance(stages, list):  # normalise "- ingest" and "- ingest:" to {"ingest": {}}
+        for i, entry in enumerate(stages):
+            if isinstance(entry, str) and entry in STAGE_NAMES:
+                stages[i] = {entry: {}}
+            elif isinstance(entry, dict) and len(entry) == 1 and next(iter(entry.values())) is None:
+                stages[i] = {next(iter(entry)): {}}
+    if parts[0] in STAGE_NAMES:
+        stages = raw.get("stages") or []
+        for i, entry in enumerate(stages):
+            if isinstance(entry, dict) and parts[0] in entry:
+                parts = ["stages", i, *parts]
+                break
+        else:
+            raise ConfigError(f"--set {key}: the pipeline {source} has no '{parts[0]}' stage")
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise ConfigError(f"--set {key}: no item [{part}] at {_join(parts[:depth])}")
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {_join(parts[:depth])} is not a mapping")
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(f"--set {key}: no item [{last}]")
+        node[last] = value
+    else:
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {_join(parts[:-1])} is not a mapping")
+        node[last] = value
+
+
+def _split_key(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for token in key.replace("[", ".").replace("]", "").split("."):
+        if token == "":
+            continue
+        parts.append(int(token) if token.isdigit() else token)
+    return parts
+
+
+def _join(loc: tuple | list) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The config model class that owns the key at ``loc`` (ints are list positions)."""
+    model: type[BaseModel] | None = PipelineConfig
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = _first_model(field.annotation)
+    return model
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: ``file: key.path: what was wrong (did you mean ...)``."""
+    lines = []
+    seen = set()
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        where = _join(loc)
+        if err["type"] == "extra_forbidden":
+            model = _model_at(loc)
+            hint = ""
+            if model is not None:
+                close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+                if close:
+                    hint = f" (did you mean '{close[0]}'?)"
+                else:
+                    hint = f" (valid keys: {', '.join(model.model_fields)})"
+            message = f"unknown key{hint}"
+        elif err["type"] == "literal_error":
+            message = f"got {err.get('input')!r}; expected {err['ctx']['expected']}"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = f"{err['msg']} (got {err.get('input')!r})"
+        line = f"{source}: {where}: {message}"
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def to_yaml(cfg: PipelineConfig) -> str:
+    """The resolved config as YAML (what MLflow stores as ``config.yaml``)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=False), sort_keys=False)
+
+
+def flatten(cfg: PipelineConfig) -> dict[str, str]:
+    """Flattened ``key.path -> value`` params for MLflow; stages keyed by their kind."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = str(value)
+
+    dumped = cfg.model_dump(mode="json")
+    stages = dumped.pop("stages")
+    walk("", dumped)
+    for i, entry in enumerate(stages):
+        kind = next(k for k, v in entry.items() if v is not None)
+        walk(f"stages.{i}.{kind}", entry[kind])
+    return out

@@ -1,0 +1,156 @@
+"""Standard-plane detection: label fractions, linear probe and fine-tuning of a transferred encoder.
+
+Both protocols produce the same model shape, a ``PlaneClassifier`` (encoder + one linear layer),
+so evaluation treats them alike:
+
+- ``linear``: the encoder is frozen; features of the labelled frames are computed once and a
+  class-weighted logistic regression is fitted on standardised features (the standardisation is
+  then folded into the linear layer).
+- ``finetune``: encoder and head train together with class-balanced sampling (Lightning).
+
+Label fractions are nested (the 10% subset is inside the 100% set) and keep at least one frame of
+every class, as in the label-efficiency protocol of METHODS.md §3.
+
+    >>> idx = label_fraction_indices(labels, 0.1, seed=0)
+    >>> model = fit_linear_probe(encoder, train_set, n_classes=7)
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from usssl.methods.video_speech import build_optimizer
+
+
+def label_fraction_indices(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Nested per-class subset: ``ceil(fraction · n_c)`` (at least 1) frames of each class c.
+
+    The per-class order is one seeded permutation, independent of ``fraction``, so smaller
+    fractions are subsets of larger ones.
+
+    Args:
+        labels: (N,) class index per frame.
+        fraction: in (0, 1].
+
+    Returns:
+        sorted (M,) positions into ``labels``.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    chosen = []
+    for c in np.unique(labels):
+        members = order[labels[order] == c]  # this class, in the seeded order
+        chosen.append(members[: max(1, math.ceil(fraction * members.size))])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+class PlaneClassifier(L.LightningModule):
+    """Encoder + linear head over ``n_classes`` planes; ``freeze_encoder`` for the linear protocol.
+
+    Args:
+        encoder: ``(B, C, T, H, W) -> (B, D)`` with ``out_dim``.
+        n_classes: number of classes (planes + background).
+        optimizer: an ``OptimizerConfig`` (used by ``finetune``).
+        class_weights: optional (n_classes,) weights for the cross-entropy.
+    """
+
+    def __init__(self, encoder: nn.Module, n_classes: int, optimizer=None, freeze_encoder: bool = False,
+                 class_weights: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.out_dim, n_classes)
+        self.optimizer_cfg = optimizer
+        self.freeze_encoder = freeze_encoder
+        self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(n_classes))
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """video: (B, C, T, H, W) in [0, 1] → logits (B, n_classes)."""
+        return self.head(self.encoder((video - 0.5) / 0.25))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.freeze_encoder:
+            self.encoder.eval()
+        logits = self(batch["video"])
+        loss = F.cross_entropy(logits, batch["label"], weight=self.class_weights)
+        acc = (logits.argmax(dim=1) == batch["label"]).float().mean()
+        size = batch["video"].shape[0]
+        self.log("train/ce", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("train/accuracy", acc, on_step=True, on_epoch=True, batch_size=size)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return build_optimizer(params, self.optimizer_cfg)
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, dataset: Dataset, batch_size: int = 128) -> torch.Tensor:
+    """(N, D) embeddings of every item of ``dataset`` (encoder in eval mode)."""
+    encoder.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    feats = [encoder((batch["video"] - 0.5) / 0.25) for batch in loader]
+    return torch.cat(feats) if feats else torch.zeros(0, encoder.out_dim)
+
+
+@torch.no_grad()
+def predict(model: PlaneClassifier, dataset: Dataset, batch_size: int = 128) -> np.ndarray:
+    """(N, n_classes) softmax probabilities for every item of ``dataset``."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    probs = [torch.softmax(model(batch["video"]), dim=1) for batch in loader]
+    return torch.cat(probs).numpy() if probs else np.zeros((0, model.head.out_features))
+
+
+def balanced_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """(n_classes,) inverse-frequency weights, mean 1 over the classes present."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    w = w / w[counts > 0].mean()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def fit_linear_probe(encoder: nn.Module, dataset: Dataset, labels: np.ndarray, n_classes: int,
+                     epochs: int = 100, lr: float = 0.05, weight_decay: float = 1e-4, seed: int = 0) -> PlaneClassifier:
+    """Logistic regression on frozen, standardised features (full batch, Adam).
+
+    Returns a ``PlaneClassifier`` whose head has the standardisation folded in, so it runs on
+    raw encoder features like a fine-tuned model.
+    """
+    torch.manual_seed(seed)
+    feats = extract_features(encoder, dataset)  # (N, D)
+    mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
+    x = (feats - mean) / std
+    y = torch.as_tensor(labels, dtype=torch.long)
+    weights = balanced_weights(labels, n_classes)
+    head = nn.Linear(x.shape[1], n_classes)
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):
+        opt.zero_grad()
+        F.cross_entropy(head(x), y, weight=weights).backward()
+        opt.step()
+    model = PlaneClassifier(encoder, n_classes, freeze_encoder=True)
+    with torch.no_grad():  # W·((f − μ)/σ) + b  =  (W/σ)·f + (b − W·μ/σ)
+        model.head.weight.copy_(head.weight / std)
+        model.head.bias.copy_(head.bias - (head.weight * (mean / std)).sum(1))
+    return model
+
+
+def balanced_loader(dataset: Dataset, labels: np.ndarray, batch_size: int, samples_per_epoch: int,
+                    seed: int = 0) -> DataLoader:
+    """A loader drawing every class equally often (with replacement), ``samples_per_epoch`` items."""
+    counts = np.bincount(labels)
+    weights = 1.0 / counts[labels]
+    sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), samples_per_epoch,
+                                    replacement=True, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False)

@@ -1,0 +1,192 @@
+"""MLflow tracking from rank 0: one parent run per pipeline, one nested run per stage.
+
+Lightning's ``MLFlowLogger`` defaults to MLflow's file store, which MLflow ≥ 3.13 refuses, and it
+logs from every rank unless told otherwise; usssl uses this small tracker instead. The default
+store is ``sqlite:///<output_dir>/mlflow.db`` with artifacts in ``<output_dir>/mlartifacts``;
+``MLFLOW_TRACKING_URI`` overrides it. On ranks other than 0, and when tracking is disabled, every
+method is a no-op.
+
+Privacy: the config is logged with its data paths redacted (folder names in hospitals often
+carry patient names); nothing else the tracker logs comes from the raw data.
+
+    >>> tracker = Tracker(cfg)
+    >>> with tracker.pipeline_run(), tracker.stage("pretrain"):
+    ...     tracker.log_metrics({"train/loss": 0.3}, step=10)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import logging
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from usssl.config import PipelineConfig, flatten, to_yaml
+from usssl.methods.distributed import rank
+
+log = logging.getLogger(__name__)
+
+REDACTED_KEYS = ("data.sources", "data.labels_csv", "data.gaze_csv", "data.subjects_csv", "data.cache_dir")
+PACKAGES = ("usssl", "torch", "torchvision", "torchaudio", "lightning", "mlflow", "numpy", "av", "pydicom")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape a result."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    """The current git commit of the working tree that holds ``path``, or None."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path or Path.cwd(), capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def redacted_params(cfg: PipelineConfig) -> dict[str, str]:
+    """Flattened config with data paths replaced by a count (they may name patients)."""
+    params = flatten(cfg)
+    for key in REDACTED_KEYS:
+        if key in params and params[key] not in ("None", "[]"):
+            n = len(cfg.data.sources) if key == "data.sources" else 1
+            params[key] = f"<{n} path(s), redacted>"
+    return params
+
+
+def _default_artifact_root(cfg: PipelineConfig) -> str:
+    return (Path(cfg.output_dir).resolve() / "mlartifacts").as_uri()
+
+
+class Tracker:
+    """Rank-0 MLflow logging with explicit run ids (safe to call from callbacks)."""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.cfg = cfg
+        self.enabled = cfg.tracking.enabled and rank() == 0
+        self.uri = cfg.tracking_uri
+        self.client = None
+        self.parent_id: str | None = None
+        self.run_id: str | None = None  # the active stage run (or the parent outside stages)
+        if self.enabled:
+            import mlflow
+            from mlflow.tracking import MlflowClient
+
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+            mlflow.set_tracking_uri(self.uri)
+            self.client = MlflowClient(self.uri)
+            exp = self.client.get_experiment_by_name(cfg.tracking.experiment)
+            if exp is None:
+                location = _default_artifact_root(cfg) if self.uri.startswith("sqlite:") else None
+                self.experiment_id = self.client.create_experiment(cfg.tracking.experiment, location)
+            else:
+                self.experiment_id = exp.experiment_id
+
+    @contextlib.contextmanager
+    def pipeline_run(self, run_name: str | None = None) -> Iterator["Tracker"]:
+        """The parent run: config, versions, git commit."""
+        if not self.enabled:
+            yield self
+            return
+        run = self.client.create_run(self.experiment_id, run_name=run_name or self.cfg.name,
+                                     tags={"usssl.pipeline": self.cfg.name})
+        self.parent_id = self.run_id = run.info.run_id
+        status = "FAILED"
+        try:
+            self.log_params(redacted_params(self.cfg))
+            safe = self.cfg.model_copy(deep=True)
+            safe.data.sources = [f"<redacted {i}>" for i, _ in enumerate(self.cfg.data.sources)]
+            self.log_text(to_yaml(safe), "config.yaml")
+            versions = package_versions()
+            self.log_dict(versions, "versions.json")
+            tags = {f"version.{k}": v for k, v in versions.items()}
+            commit = git_commit()
+            if commit:
+                tags["git_commit"] = commit
+            self.set_tags(tags)
+            yield self
+            status = "FINISHED"
+        finally:
+            self.client.set_terminated(run.info.run_id, status=status)
+            self.run_id = self.parent_id = None
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator["Tracker"]:
+        """A nested run for one stage, under the pipeline run."""
+        if not self.enabled:
+            yield self
+            return
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={"mlflow.parentRunId": self.parent_id or "", "usssl.stage": name},
+        )
+        outer, self.run_id = self.run_id, run.info.run_id
+        status = "FAILED"
+        try:
+            yield self
+            status = "FINISHED"
+        finally:
+            self.client.set_terminated(run.info.run_id, status=status)
+            self.run_id = outer
+
+    # -- logging -------------------------------------------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self.enabled or not metrics:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k.replace("@", "_"), float(v), now, step or 0) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        if self.enabled:
+            self.client.log_text(self.run_id, text, name)
+
+    def log_dict(self, data: dict, name: str) -> None:
+        if self.enabled:
+            self.client.log_text(self.run_id, json.dumps(data, indent=2, default=str), name)
+
+    def log_figure(self, figure, name: str) -> None:
+        """A matplotlib figure as a PNG artifact."""
+        if not self.enabled:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(name).name
+            figure.savefig(path, dpi=120, bbox_inches="tight")
+            self.log_artifact(path, str(Path(name).parent) if Path(name).parent != Path(".") else None)

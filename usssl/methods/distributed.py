@@ -1,0 +1,31 @@
+"""Gather embeddings from every process while keeping the local gradient.
+
+Contrastive losses need negatives from the whole (global) batch. ``torch.distributed.nn``'s
+all-gather is differentiable: the backward pass sends each rank the gradient of its own slice, so
+every contrastive loss in usssl calls this one helper and needs no other distributed code.
+With one process (or no process group) it returns its input unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    """Number of processes in the default group (1 when not distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """x: (B, D) on each of R ranks → (R·B, D), rank order, gradient flowing to the local slice."""
+    if world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def rank() -> int:
+    """This process's rank (0 when not distributed)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

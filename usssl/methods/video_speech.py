@@ -1,0 +1,87 @@
+"""Cross-modal video–speech contrastive pretraining.
+
+Jiao, Cai, Alsharid, Drukker, Papageorghiou, Noble. *Self-supervised Contrastive Video-Speech
+Representation Learning for Ultrasound.* MICCAI 2020. A frame encoder and a spectrogram encoder
+(same family, separate weights) are trained so that a frame and the sonographer's speech at that
+moment embed close together and apart from the other pairs of the batch.
+
+This first version uses the symmetric InfoNCE (``losses.info_nce``) with temperature on projected,
+L2-normalised embeddings, gated by affinity (only pairs from high-affinity intervals contribute,
+the paper's two-level gate). The paper's Eq. 2 with a hard negative, the correspondence classifier
+(L_cls) and the order task (L_ord) come with the pretraining-methods issue.
+
+    >>> module = VideoSpeechModule(cfg.stage("pretrain"), audio_rate=16000)
+    >>> out = module.training_step(batch, 0)          # logs train/contrastive, train/affinity_high…
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+
+from usssl.config import PretrainConfig
+from usssl.methods.losses import info_nce
+from usssl.models.encoders import build_encoder, build_speech_encoder
+from usssl.speech.frontend import LogSpectrogram
+
+
+def projection_head(in_dim: int, out_dim: int) -> nn.Module:
+    """MLP projection h: one hidden layer with a nonlinearity (the paper's head)."""
+    return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
+
+
+def build_optimizer(params, cfg) -> torch.optim.Optimizer:
+    """Optimizer from an ``OptimizerConfig``."""
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class VideoSpeechModule(L.LightningModule):
+    """Video encoder + speech encoder + projection heads, trained with gated InfoNCE.
+
+    Args:
+        cfg: the pretrain stage's config.
+        audio_rate: sample rate of the cached audio in Hz.
+
+    Attributes:
+        encoder: the video encoder that transfers downstream, ``(B, C, T, H, W) -> (B, D)``.
+    """
+
+    def __init__(self, cfg: PretrainConfig, audio_rate: int) -> None:
+        super().__init__()
+        self.save_hyperparameters({"cfg": cfg.model_dump(mode="json"), "audio_rate": audio_rate})
+        self.cfg = cfg
+        self.encoder = build_encoder(cfg.encoder)
+        self.speech_encoder = build_speech_encoder(cfg.speech.encoder, cfg.encoder.width, cfg.encoder.dim)
+        self.frontend = LogSpectrogram(
+            audio_rate, cfg.speech.n_fft, cfg.speech.win_ms, cfg.speech.hop_ms, cfg.speech.spec_size
+        )
+        self.video_head = projection_head(self.encoder.out_dim, cfg.projection_dim)
+        self.speech_head = projection_head(self.speech_encoder.out_dim, cfg.projection_dim)
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected video and speech embeddings, each (B, projection_dim)."""
+        video = (batch["video"] - 0.5) / 0.25  # (B, C, T, H, W), roughly standardised
+        spec = self.frontend(batch["audio"])  # (B, 1, F, T')
+        return self.video_head(self.encoder(video)), self.speech_head(self.speech_encoder(spec))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        z_video, z_speech = self.embed(batch)
+        gate = (batch["affinity"] >= self.cfg.speech.affinity_threshold).float()  # (B,)
+        contrastive = info_nce(z_video, z_speech, self.cfg.temperature, weight=gate)
+        loss = contrastive  # the cls and order terms join here in the methods issue
+        with torch.no_grad():
+            emb_std = torch.nn.functional.normalize(z_video, dim=-1).std(dim=0).mean()
+        size = batch["video"].shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("train/contrastive", contrastive, on_step=True, on_epoch=True, batch_size=size)
+        self.log("train/affinity_high", gate.mean(), on_step=True, on_epoch=True, batch_size=size)
+        self.log("train/embedding_std", emb_std, on_step=True, on_epoch=True, batch_size=size)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.parameters(), self.cfg.optimizer)

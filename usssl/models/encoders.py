@@ -1,0 +1,78 @@
+"""Video and spectrogram encoders behind one interface.
+
+Every video encoder maps ``x: (B, C, T, H, W) -> (B, D)`` and has an ``out_dim`` attribute; 2-D
+encoders run per frame and average over time. The tiny CNN here is for tests and the demo; the
+paper backbones (SE-ResNeXt-50 with dilation, ResNets, R3D) join this registry in a later issue.
+
+    >>> enc = build_encoder(EncoderConfig(name="tiny2d", width=16, dim=64))
+    >>> enc(torch.rand(4, 1, 2, 64, 64)).shape
+    torch.Size([4, 64])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from usssl.config import EncoderConfig
+
+
+class TinyCNN2d(nn.Module):
+    """Four stride-2 conv blocks, global average pool, linear to ``dim``.
+
+    Args:
+        in_channels: input channels (1 for grayscale ultrasound or a spectrogram).
+        width: channels of the first block; doubled every block.
+        dim: output embedding size.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 16, dim: int = 64) -> None:
+        super().__init__()
+        chans = [in_channels, width, width * 2, width * 4, width * 4]
+        blocks: list[nn.Module] = []
+        for c_in, c_out in zip(chans[:-1], chans[1:]):
+            blocks += [
+                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+        self.features = nn.Sequential(*blocks)
+        self.fc = nn.Linear(chans[-1], dim)
+        self.out_dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) → (B, dim)."""
+        h = self.features(x).mean(dim=(2, 3))  # (B, chans[-1])
+        return self.fc(h)
+
+
+class FrameEncoder(nn.Module):
+    """Runs a 2-D image encoder on every frame of a clip and averages over time."""
+
+    def __init__(self, image_encoder: nn.Module) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.out_dim = image_encoder.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, T, H, W) → (B, D)."""
+        b, c, t, h, w = x.shape
+        frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)  # (B·T, C, H, W)
+        return self.image_encoder(frames).view(b, t, -1).mean(dim=1)
+
+
+def build_encoder(cfg: EncoderConfig, in_channels: int = 1) -> nn.Module:
+    """A video encoder ``(B, C, T, H, W) -> (B, cfg.dim)`` from its config."""
+    if cfg.name == "tiny2d":
+        return FrameEncoder(TinyCNN2d(in_channels, cfg.width, cfg.dim))
+    raise ValueError(f"unknown encoder {cfg.name!r}")
+
+
+def build_speech_encoder(name: str, width: int, dim: int) -> nn.Module:
+    """A spectrogram encoder ``(B, 1, F, T') -> (B, dim)``."""
+    if name == "tiny_spec":
+        return TinyCNN2d(1, width, dim)
+    raise ValueError(f"unknown speech encoder {name!r}")
