@@ -1,0 +1,49 @@
+"""Subject-level splits: disjoint, complete, deterministic, never empty train or test."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from usssl.config import SplitConfig
+from usssl.data.splits import split_subjects, subject_split
+from usssl.errors import DataError
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(2, 40),
+    val=st.floats(0.0, 0.5),
+    test=st.floats(0.01, 0.6),
+    seed=st.integers(0, 2**16),
+)
+def test_every_subject_in_exactly_one_split(n, val, test, seed):
+    subjects = [f"s{i:02d}" for i in range(n)] * 2  # two recordings per subject
+    cfg = SplitConfig(val=val, test=test, seed=seed)
+    splits = split_subjects(subjects, cfg)
+    assert set(splits) == {"train", "val", "test"}
+    flat = splits["train"] + splits["val"] + splits["test"]
+    assert sorted(flat) == sorted(set(subjects))  # disjoint and complete
+    assert len(splits["train"]) >= 1 and len(splits["test"]) >= 1
+    assert split_subjects(list(reversed(subjects)), cfg) == splits  # deterministic, order-free
+
+
+def test_fractions_and_seed():
+    subjects = [f"s{i:02d}" for i in range(20)]
+    a = split_subjects(subjects, SplitConfig(val=0.2, test=0.3, seed=1))
+    assert [len(a[k]) for k in ("train", "val", "test")] == [10, 4, 6]
+    b = split_subjects(subjects, SplitConfig(val=0.2, test=0.3, seed=2))
+    assert a != b
+    assert subject_split(a)["s00"] in {"train", "val", "test"}
+
+
+def test_two_subjects_give_one_train_one_test():
+    splits = split_subjects(["a", "b", "a"], SplitConfig(val=0.3, test=0.5))
+    assert len(splits["train"]) == len(splits["test"]) == 1 and splits["val"] == []
+
+
+@pytest.mark.parametrize("subjects", [[], ["only"], ["only", "only"]])
+def test_too_few_subjects(subjects):
+    with pytest.raises(DataError, match="at least 2 subjects"):
+        split_subjects(subjects, SplitConfig())

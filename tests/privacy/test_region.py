@@ -1,0 +1,113 @@
+"""Imaging-region detection, crop + resize, and mapping points into cached pixels."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+import fixtures_video as fx  # noqa: E402
+
+from usssl.io.video import read_video  # noqa: E402
+from usssl.privacy.region import (  # noqa: E402
+    check_box,
+    crop_resize,
+    detect_imaging_region,
+    imaging_mask,
+    map_points,
+)
+
+
+def _assert_fan_box(box):
+    x0, y0, x1, y1 = box
+    tx0, ty0, tx1, ty1 = fx.TEXT_BOX
+    assert y1 <= ty0, f"box {box} reaches into the burned-in text rows {ty0}..{ty1}"
+    fan = fx.fan_box()
+    centres = np.array([fx.blob_centre(i) for i in range(60)])
+    assert x0 <= centres[:, 0].min() - 3 and centres[:, 0].max() + 3 <= x1
+    assert y0 <= centres[:, 1].min() - 3 and centres[:, 1].max() + 3 <= y1
+    inter = max(0, min(x1, fan[2]) - max(x0, fan[0])) * max(0, min(y1, fan[3]) - max(y0, fan[1]))
+    union = (x1 - x0) * (y1 - y0) + (fan[2] - fan[0]) * (fan[3] - fan[1]) - inter
+    assert inter / union > 0.85
+
+
+def test_region_of_rendered_frames_excludes_static_text():
+    frames = fx.render(40)
+    assert frames[:, fx.TEXT_BOX[1] :, :].max() == 255  # the text is there
+    _assert_fan_box(detect_imaging_region(frames))
+
+
+def test_region_of_decoded_video(tmp_path):
+    rec = read_video(fx.make_scan(tmp_path / "scan.mp4", with_audio=False))
+    frames = np.concatenate(list(rec.iter_frames()))
+    _assert_fan_box(detect_imaging_region(frames))
+
+
+def test_static_frames_fall_back_to_the_full_frame(caplog):
+    frames = np.repeat(fx.render(1), 10, axis=0)
+    with caplog.at_level(logging.WARNING, logger="usssl.privacy.region"):
+        assert detect_imaging_region(frames) == (0, 0, fx.SIZE, fx.SIZE)
+    assert "full frame" in caplog.text
+    assert detect_imaging_region(frames[:1]) == (0, 0, fx.SIZE, fx.SIZE)
+
+
+def test_mask_blanks_text_in_a_corner_of_the_box():
+    """Text beside the fan's narrow top lies inside the bounding box; the mask removes it."""
+    import cv2
+
+    frames = fx.render(40)
+    for i in range(len(frames)):
+        frames[i] = cv2.putText(frames[i].copy(), "DOE", (6, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.35, 255, 1)
+    mask = imaging_mask(frames)
+    box = detect_imaging_region(frames)
+    assert mask.shape == (fx.SIZE, fx.SIZE) and mask[fx.fan_mask()].mean() > 0.97
+    text = np.zeros_like(mask)
+    text[:16, :30] = frames[0, :16, :30] > 0  # the fan is at x > 40 in these rows
+    assert text.sum() > 10 and not (mask & text).any()
+    x0, y0, x1, y1 = box
+    assert text[y0:y1, x0:x1].any()  # the box alone would keep some of the text
+    out = crop_resize(frames, box, (y1 - y0, x1 - x0), mask)  # no resampling: exact pixels
+    assert out[:, text[y0:y1, x0:x1]].max() == 0
+    np.testing.assert_array_equal(out[:, mask[y0:y1, x0:x1]], frames[:, y0:y1, x0:x1][:, mask[y0:y1, x0:x1]])
+    assert imaging_mask(np.repeat(frames[:1], 5, axis=0)) is None
+
+
+def test_crop_resize_shapes():
+    frames = np.zeros((3, 50, 80), np.uint8)
+    frames[:, 10:20, 30:40] = 200
+    out = crop_resize(frames, (30, 10, 40, 20), (4, 6))
+    assert out.shape == (3, 4, 6) and out.dtype == np.uint8 and (out == 200).all()
+    colour = crop_resize(np.zeros((2, 50, 80, 3), np.uint8), (0, 0, 80, 50), (25, 40))
+    assert colour.shape == (2, 25, 40, 3)
+
+
+@pytest.mark.parametrize(
+    "box,size", [((10, 20, 74, 84), (32, 32)), ((7, 3, 67, 90), (32, 24)), ((0, 0, 96, 96), (96, 96))]
+)
+def test_map_points_follows_crop_resize(box, size):
+    """A bright square's centroid after crop_resize is where map_points puts its centre."""
+    frame = np.zeros((1, 96, 96), np.uint8)
+    frame[0, 40:44, 30:34] = 255  # centre (x, y) = (31.5, 41.5)
+    out = crop_resize(frame, box, size)[0].astype(float)
+    yy, xx = np.mgrid[: size[0], : size[1]]
+    centroid = np.array([(xx * out).sum(), (yy * out).sum()]) / out.sum()
+    mapped = map_points(np.array([[31.5, 41.5]]), box, size)[0]
+    np.testing.assert_allclose(mapped, centroid, atol=0.35)
+
+
+def test_map_points_keeps_nan_and_shape():
+    xy = np.array([[[np.nan, 5.0], [10.0, 10.0]]])
+    out = map_points(xy, (0, 0, 20, 20), (10, 10))
+    assert out.shape == (1, 2, 2) and out.dtype == np.float32
+    assert np.isnan(out[0, 0, 0]) and out[0, 1].tolist() == [4.75, 4.75]
+
+
+def test_check_box_rejects_boxes_outside_the_frame():
+    assert check_box((0, 0, 10, 10), 10, 10) == (0, 0, 10, 10)
+    for bad in [(0, 0, 11, 10), (5, 0, 5, 10), (-1, 0, 4, 4)]:
+        with pytest.raises(ValueError, match="crop box"):
+            check_box(bad, 10, 10)

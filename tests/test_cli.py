@@ -1,0 +1,63 @@
+"""CLI exit codes and messages: user errors exit 2 (config) or 1 (data) without a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from usssl.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+USSSL = [sys.executable, "-m", "usssl.cli"]
+
+
+def test_validate_ok_and_typo_exit_codes(tmp_path, capsys):
+    assert main(["validate", str(REPO / "pipelines" / "demo.yaml")]) == 0
+    assert "valid — demo: ingest → pretrain → finetune → evaluate" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages:\n  - pretrain: {optimiser: {}}\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {bad}: stages[0].pretrain.optimiser: unknown key (did you mean 'optimizer'?)"
+
+
+def test_run_missing_file_and_bad_override(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "pipeline file not found" in capsys.readouterr().err
+    assert main(["validate", str(REPO / "pipelines" / "demo.yaml"), "--set", "pretrain.max_epochs=many"]) == 2
+    assert "stages[1].pretrain.max_epochs" in capsys.readouterr().err
+
+
+def test_subprocess_prints_no_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer: {devicez: 2}\n")
+    proc = subprocess.run([*USSSL, "validate", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "trainer.devicez: unknown key (did you mean 'devices'?)" in proc.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["synth"], ["ingest"], ["doctor"]])
+def test_help_for_every_command(command):
+    proc = subprocess.run([*USSSL, *command, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "usage: usssl" in proc.stdout
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = ("import sys; from usssl.cli import build_parser; build_parser(); "
+            "print(','.join(m for m in ('torch', 'lightning', 'mlflow') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == ""
+
+
+def test_doctor_reports_versions_and_tracking(capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "torch       2.14.1" in out
+    assert "tracking    http://127.0.0.1:9" in out
+    assert "h264: yes" in out

@@ -1,0 +1,267 @@
+"""The ingested cache: one shard per recording, an index, the splits and the ingest settings.
+
+Layout (docs/architecture.md)::
+
+    CACHE/cache.json          ingest settings, classes, audio_rate, usssl version
+          index.parquet       one row per recording (INDEX_COLUMNS), no source paths or names
+          splits.json         {"train": [subject, ...], "val": [...], "test": [...]}
+          ingest_report.csv   source, shard, status, reason, n_frames (stays in this folder)
+          shards/<id>/frames.npy  uint8 (T, H, W)      labels.npy int16 (T,), -1 unlabelled
+                      audio.npy   float32 (N,)         gaze.npy   float32 (T, 2), NaN absent
+                      flags.npy   uint8 (T,)           shard.json the shard's index row
+
+Every write is atomic: a shard is built in ``shards/.tmp-<id>/`` and renamed into place, and the
+json/parquet/csv files are written to a temporary name and ``os.replace``d, so a killed ingest
+leaves either a whole shard or none. A shard directory with ``shard.json`` is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from usssl.errors import DataError
+
+CACHE_FORMAT = 1
+INDEX_COLUMNS = [
+    "shard", "subject", "split", "fps", "n_frames", "height", "width",
+    "has_audio", "has_speech", "n_labelled", "digest",
+]  # fmt: skip
+REPORT_COLUMNS = ["source", "shard", "status", "reason", "n_frames"]
+SETTINGS_FILE, INDEX_FILE, SPLITS_FILE, REPORT_FILE = (
+    "cache.json", "index.parquet", "splits.json", "ingest_report.csv",
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- writing
+def _replace_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    _replace_atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def write_index(root: Path, index: pd.DataFrame) -> None:
+    """Write ``index.parquet`` atomically (columns ``INDEX_COLUMNS``, in that order)."""
+    _replace_atomic(Path(root) / INDEX_FILE, lambda tmp: index[INDEX_COLUMNS].to_parquet(tmp, index=False))
+
+
+def write_report(root: Path, report: pd.DataFrame) -> Path:
+    """Write ``ingest_report.csv`` atomically; returns its path."""
+    path = Path(root) / REPORT_FILE
+    _replace_atomic(path, lambda tmp: report[REPORT_COLUMNS].to_csv(tmp, index=False))
+    return path
+
+
+def shard_dir(root: Path, shard_id: str) -> Path:
+    return Path(root) / "shards" / shard_id
+
+
+def shard_info(root: Path, shard_id: str) -> dict | None:
+    """The ``shard.json`` of a complete shard, or None when the shard is missing or partial."""
+    path = shard_dir(root, shard_id) / "shard.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class ShardWriter:
+    """Builds one shard in ``shards/.tmp-<id>/`` and renames it into place on ``finish``.
+
+    Frames are appended block by block into a preallocated (capacity, H, W) memmap, so a long
+    recording never sits in memory whole; fewer frames than ``capacity`` are allowed.
+
+    Example:
+        >>> w = ShardWriter(root, "ab12", capacity=100, size=(64, 64))      # doctest: +SKIP
+        >>> w.append(block)                                                 # doctest: +SKIP
+        >>> info = w.finish(audio=None, labels=l, gaze=g, flags=f, info={})  # doctest: +SKIP
+    """
+
+    def __init__(self, root: Path, shard_id: str, capacity: int, size: tuple[int, int]) -> None:
+        self.root, self.shard_id = Path(root), shard_id
+        self.tmp = self.root / "shards" / f".tmp-{shard_id}"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        shape = (max(int(capacity), 1), int(size[0]), int(size[1]))
+        self.frames = np.lib.format.open_memmap(self.tmp / "frames.npy", "w+", np.uint8, shape)
+        self.n = 0
+        self.hash = hashlib.sha256()
+
+    def append(self, block: np.ndarray) -> None:
+        """Add uint8 (t, H, W) frames after those already written."""
+        if self.n + len(block) > len(self.frames):
+            raise ValueError(f"shard {self.shard_id}: more frames than the capacity {len(self.frames)}")
+        block = np.ascontiguousarray(block, dtype=np.uint8)
+        self.frames[self.n : self.n + len(block)] = block
+        self.hash.update(block.tobytes())
+        self.n += len(block)
+
+    def finish(self, *, audio: np.ndarray | None, labels: np.ndarray, gaze: np.ndarray,
+               flags: np.ndarray, info: dict) -> dict:  # fmt: skip
+        """Write the per-frame arrays and ``shard.json`` (``info`` + digest), then rename.
+
+        Args:
+            audio: float32 (N,) or None; labels: int16 (T,); gaze: float32 (T, 2); flags: uint8 (T,),
+                with T the number of frames appended.
+            info: the shard's index fields; ``digest`` and ``n_frames`` are filled in here.
+
+        Returns:
+            ``info`` as written to ``shard.json``.
+        """
+        if self.n == 0:
+            raise DataError(f"shard {self.shard_id}: no frames were written")
+        if self.n < len(self.frames):  # fewer frames decoded than expected: shrink the file
+            short = np.lib.format.open_memmap(self.tmp / "short.npy", "w+", np.uint8,
+                                              (self.n, *self.frames.shape[1:]))  # fmt: skip
+            short[:] = self.frames[: self.n]
+            short.flush()
+            del short
+            os.replace(self.tmp / "short.npy", self.tmp / "frames.npy")
+        self.frames.flush()
+        del self.frames
+        arrays = {
+            "labels": np.asarray(labels, np.int16),
+            "gaze": np.asarray(gaze, np.float32).reshape(-1, 2),
+            "flags": np.asarray(flags, np.uint8),
+        }
+        for name, array in arrays.items():
+            if len(array) != self.n:
+                raise ValueError(f"shard {self.shard_id}: {name} has {len(array)} rows, not {self.n}")
+        if audio is not None:
+            arrays["audio"] = np.asarray(audio, np.float32).reshape(-1)
+        for name in ("audio", "labels", "gaze", "flags"):
+            if name in arrays:
+                np.save(self.tmp / f"{name}.npy", arrays[name])
+                self.hash.update(name.encode() + arrays[name].tobytes())
+        info = {**info, "shard": self.shard_id, "n_frames": int(self.n), "digest": self.hash.hexdigest()}
+        (self.tmp / "shard.json").write_text(json.dumps(info, indent=2) + "\n")
+        final = shard_dir(self.root, self.shard_id)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(self.tmp, final)
+        return info
+
+    def abort(self) -> None:
+        """Remove the partial shard."""
+        if hasattr(self, "frames"):
+            del self.frames
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- reading
+@dataclass
+class Shard:
+    """One cached recording; ``frames`` and ``audio`` are memory-mapped (reading is slicing).
+
+    Attributes:
+        id: pseudonymous shard id; subject: pseudonymous subject id.
+        fps: cached frame rate; audio_rate: sample rate of ``audio`` in Hz.
+        frames: uint8 (T, H, W) memmap.  audio: float32 (N,) memmap or None, sample 0 at frame 0.
+        labels: int16 (T,), -1 unlabelled.  gaze: float32 (T, 2) x, y cached pixels, NaN absent.
+        flags: uint8 (T,), bit 0 = frozen/duplicate frame.
+    """
+
+    id: str
+    subject: str
+    fps: float
+    audio_rate: int
+    frames: np.ndarray
+    audio: np.ndarray | None
+    labels: np.ndarray
+    gaze: np.ndarray
+    flags: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+class Cache:
+    """Read access to an ingested cache folder.
+
+    Example:
+        >>> cache = Cache("runs/demo/cache")                       # doctest: +SKIP
+        >>> shard = cache.shard(cache.shard_ids("train")[0])       # doctest: +SKIP
+        >>> clip = shard.frames[10:26]                             # (16, H, W) uint8, no decode
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not (self.root / SETTINGS_FILE).is_file():
+            raise DataError(
+                f"{self.root}: not a usssl cache (no {SETTINGS_FILE}); create one with "
+                "`usssl ingest SRC --out DIR` or point data.cache_dir at an ingested folder"
+            )
+        if not (self.root / INDEX_FILE).is_file():
+            raise DataError(
+                f"{self.root}: the ingest into this cache did not finish (no {INDEX_FILE}); "
+                "run the same ingest again to resume it"
+            )
+        self.settings: dict = json.loads((self.root / SETTINGS_FILE).read_text())
+        self._shards: dict[str, Shard] = {}
+
+    @cached_property
+    def index(self) -> pd.DataFrame:
+        """One row per recording, columns ``INDEX_COLUMNS``."""
+        return pd.read_parquet(self.root / INDEX_FILE)
+
+    @cached_property
+    def splits(self) -> dict[str, list[str]]:
+        """{"train": [subject, ...], "val": [...], "test": [...]}."""
+        return json.loads((self.root / SPLITS_FILE).read_text())
+
+    @property
+    def classes(self) -> list[str]:
+        """Label names; ``labels.npy`` value ``i`` means ``classes[i]``."""
+        return list(self.settings.get("classes", []))
+
+    def shard_ids(self, split: str | None = None) -> list[str]:
+        """Shard ids in index order, all or those of one split ("train", "val", "test")."""
+        if split is None:
+            return self.index["shard"].tolist()
+        if split not in self.splits:
+            raise DataError(f"{self.root}: unknown split {split!r}; the cache has {sorted(self.splits)}")
+        return self.index.loc[self.index["split"] == split, "shard"].tolist()
+
+    def shard(self, shard_id: str) -> Shard:
+        """The memory-mapped shard ``shard_id`` (opened once, then reused)."""
+        if shard_id in self._shards:
+            return self._shards[shard_id]
+        rows = self.index[self.index["shard"] == shard_id]
+        folder = shard_dir(self.root, shard_id)
+        if rows.empty or not folder.is_dir():
+            raise DataError(f"{self.root}: no shard {shard_id!r} in this cache; re-run ingest")
+        row = rows.iloc[0]
+        audio_path = folder / "audio.npy"
+        shard = Shard(
+            id=shard_id,
+            subject=str(row["subject"]),
+            fps=float(row["fps"]),
+            audio_rate=int(self.settings.get("audio_rate", 0)),
+            frames=np.load(folder / "frames.npy", mmap_mode="r"),
+            audio=np.load(audio_path, mmap_mode="r") if audio_path.is_file() else None,
+            labels=np.load(folder / "labels.npy"),
+            gaze=np.load(folder / "gaze.npy"),
+            flags=np.load(folder / "flags.npy"),
+        )
+        self._shards[shard_id] = shard
+        return shard
+
+    def digest(self) -> str:
+        """sha256 hex of the index's content (rows sorted by shard), e.g. an MLflow tag."""
+        rows = self.index[INDEX_COLUMNS].sort_values("shard").to_dict(orient="records")
+        text = json.dumps(rows, sort_keys=True, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+        return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,398 @@
+"""Ingest: recordings in, a cache out (docs/architecture.md, "Cache").
+
+For every recording: read it (``READERS`` by file extension), crop to the imaging region, resample
+to ``cfg.fps`` by nearest timestamp and to ``cfg.size``, keep the narration at ``cfg.audio_rate``,
+flag frozen frames, carry labels and gaze over to the kept frames, and write one shard named by a
+keyed hash. Files are processed in parallel; a file that fails is recorded in
+``ingest_report.csv`` and skipped. Re-running with the same settings resumes (complete shards
+are kept); other settings are a :class:`CacheMismatchError` naming them.
+
+Patient identifiers never reach the cache: subjects and shards are pseudonyms, the index holds no
+paths or names, and logs name no files. Only ``ingest_report.csv`` lists source paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from usssl.config import IngestConfig
+from usssl.data import cache as cache_io
+from usssl.data.splits import split_subjects, subject_split
+from usssl.errors import CacheMismatchError, DataError, UssslError
+from usssl.io.recording import Recording
+from usssl.io.tables import Tables, load_tables
+from usssl.io.video import VIDEO_EXTENSIONS, read_video, relative_source
+from usssl.privacy.pseudonym import key_check, pseudonym, subject_key
+from usssl.privacy.region import check_box, crop_resize, imaging_mask, map_points, mask_box
+
+log = logging.getLogger(__name__)
+
+# Later readers (DICOM, NIfTI) join here: extension -> reader(path, root, *, audio, audio_rate).
+READERS: dict[str, Callable[..., Recording]] = {ext: read_video for ext in VIDEO_EXTENSIONS}
+REGION_SAMPLES = 60  # frames spread over a recording for the imaging-region detection
+FROZEN_MAD = 0.5  # mean absolute grey-level difference below which a frame repeats the last one
+IN_MEMORY_BYTES = 1 << 28  # recordings smaller than this are decoded once, not twice
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest produced."""
+
+    cache_dir: Path
+    n_ok: int
+    n_skipped: int
+    n_frames: int
+    report_path: Path
+
+
+def find_recordings(sources: list[Path]) -> list[tuple[Path, Path]]:
+    """(file, root) for each supported file: a file is its own root's child, a folder is searched
+    recursively. Hidden files are ignored; duplicates are kept once."""
+    found: dict[Path, tuple[Path, Path]] = {}
+    for src in map(Path, sources):
+        if src.is_file():
+            found.setdefault(src.resolve(), (src, src.parent))
+        elif src.is_dir():
+            for path in sorted(src.rglob("*")):
+                if path.suffix.lower() in READERS and path.is_file() and not path.name.startswith("."):
+                    found.setdefault(path.resolve(), (path, src))
+        else:
+            raise DataError(f"{src}: source not found; give existing files or folders")
+    return list(found.values())
+
+
+def cache_settings(cfg: IngestConfig, classes: list[str], key: bytes) -> dict:
+    """The cache.json content: every setting that changes the cached data."""
+    settings = cfg.model_dump(mode="json", exclude={"workers", "overwrite"})
+    crop_mode = cfg.crop if isinstance(cfg.crop, str) else "manual"
+    return {"cache_format": cache_io.CACHE_FORMAT, "usssl_version": version("usssl"), **settings,
+            "crop_mode": crop_mode, "classes": classes, "subject_key_check": key_check(key)}  # fmt: skip
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _prepare_out(out: Path, settings: dict, overwrite: bool) -> None:
+    """Check an existing cache's settings (or clear it on ``overwrite``), then write cache.json."""
+    path = out / cache_io.SETTINGS_FILE
+    if path.is_file():
+        try:
+            old, new = _flat(json.loads(path.read_text())), _flat(settings)
+        except ValueError:
+            raise DataError(f"{path}: unreadable cache settings; delete the cache folder") from None
+        differ = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        if differ and not overwrite:
+            said = [f"{k} (cache: {old.get(k)!r}, now: {new.get(k)!r})" for k in differ]
+            if "subject_key_check" in differ:  # never print key material, only that it differs
+                said[differ.index("subject_key_check")] = "the subject key (USSSL_SUBJECT_KEY or key file)"
+            raise CacheMismatchError(
+                f"{out}: the cache was written with other ingest settings: {'; '.join(said)}. "
+                "Use a new output folder, or set ingest.overwrite: true to rebuild it"
+            )
+        if overwrite:
+            shutil.rmtree(out / "shards", ignore_errors=True)
+            for name in (cache_io.INDEX_FILE, cache_io.SPLITS_FILE, cache_io.REPORT_FILE):
+                (out / name).unlink(missing_ok=True)
+    elif out.is_dir() and any(out.iterdir()):
+        raise DataError(f"{out}: folder is not empty and is not a usssl cache; choose an empty folder")
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    for tmp in (out / "shards").glob(".tmp-*"):  # partial shards of a killed run
+        shutil.rmtree(tmp, ignore_errors=True)
+    cache_io.write_json(path, settings)
+
+
+def ingest(
+    sources: list[Path],
+    out: Path,
+    cfg: IngestConfig,
+    *,
+    labels_csv: Path | None = None,
+    gaze_csv: Path | None = None,
+    subjects_csv: Path | None = None,
+    progress: bool = True,
+) -> IngestSummary:
+    """Ingest recordings from ``sources`` (files or folders) into the cache folder ``out``.
+
+    Side tables default to ``labels.csv``, ``gaze.csv``, ``subjects.csv`` found in a source folder.
+
+    Raises:
+        CacheMismatchError: ``out`` holds a cache made with other settings (and not overwrite).
+        DataError: no source files, a malformed table, no recording ingested, too few subjects.
+    """
+    out = Path(out)
+    files = find_recordings(sources)
+    if not files:
+        raise DataError(f"no recordings ({', '.join(sorted(READERS))}) under {[str(s) for s in sources]}")
+    tables = load_tables([Path(s) for s in sources], labels_csv, gaze_csv, subjects_csv, frozenset(READERS))
+    key = subject_key()
+    _prepare_out(out, cache_settings(cfg, tables.classes, key), cfg.overwrite)
+    jobs, results = _make_jobs(files, tables, key, out, cfg), []
+    todo = []
+    for job in jobs:
+        info = cache_io.shard_info(out, job["shard"])
+        if info is not None and info.get("input_digest") == job["input_digest"]:
+            results.append(_result(job, "ok", "already cached", info))
+        else:
+            todo.append(job)
+    results += _run(todo, cfg.workers, progress)
+    return _finish(out, cfg, results)
+
+
+def _make_jobs(files: list[tuple[Path, Path]], tables: Tables, key: bytes, out: Path,
+               cfg: IngestConfig) -> list[dict]:  # fmt: skip
+    """One plain (picklable) dict per recording for the worker processes."""
+    sources = [relative_source(path, root) for path, root in files]
+    clashes = {s for s in sources if sources.count(s) > 1}
+    jobs, unnamed = [], 0
+    for (path, root), source in zip(files, sources):
+        stem = path.stem
+        patient_id = tables.subjects.get(stem)
+        unnamed += patient_id is None
+        subject = pseudonym(patient_id if patient_id is not None else stem, key, kind="subject")
+        shard_key = str(path.resolve()) if source in clashes else source
+        job = {"path": str(path), "root": str(root), "source": source, "out": str(out),
+               "shard": pseudonym(shard_key, key, kind="shard"), "subject": subject,
+               "size": tuple(cfg.size), "fps": cfg.fps, "audio": cfg.audio,
+               "audio_rate": cfg.audio_rate, "crop": cfg.crop,
+               "labels": tables.labels.get(stem), "gaze": tables.gaze.get(stem)}  # fmt: skip
+        job["input_digest"] = input_digest(job)
+        jobs.append(job)
+    if unnamed and tables.subjects:
+        log.warning("%d recording(s) have no row in subjects.csv: each is its own subject", unnamed)
+    return jobs
+
+
+def _result(job: dict, status: str, reason: str, info: dict | None) -> dict:
+    n = int(info["n_frames"]) if info else 0
+    return {"source": job["source"], "shard": job["shard"], "status": status, "reason": reason,
+            "n_frames": n, "info": info}  # fmt: skip
+
+
+@contextmanager
+def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
+    if not enabled or total == 0:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("ingest", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task("ingest", total=total)
+        yield lambda: bar.advance(task)
+
+
+def _run(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
+    """``ingest_one`` over ``jobs``, in worker processes ("spawn") when workers > 1."""
+    results = []
+    with _progress_bar(progress, len(jobs)) as advance:
+        if workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                results.append(ingest_one(job))
+                advance()
+            return results
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+            futures = {pool.submit(ingest_one, job): job for job in jobs}
+            for future in as_completed(futures):
+                try:
+                    results.append(future.result())
+                except Exception as exc:  # the worker process died (e.g. a crash inside FFmpeg)
+                    reason = (f"worker process failed ({exc!r}); if every file failed so, use "
+                              "workers: 1 or start your script under if __name__ == '__main__'")  # fmt: skip
+                    results.append(_result(futures[future], "skipped", reason, None))
+                advance()
+    return results
+
+
+def _finish(out: Path, cfg: IngestConfig, results: list[dict]) -> IngestSummary:
+    """Write the report, splits and index; log what was skipped."""
+    results.sort(key=lambda r: r["source"])
+    report_path = cache_io.write_report(out, pd.DataFrame(results))
+    ok = [r["info"] for r in results if r["status"] == "ok"]
+    n_skipped = len(results) - len(ok)
+    if not ok:
+        raise DataError(f"none of the {len(results)} recordings could be ingested; see {report_path}")
+    splits = split_subjects([info["subject"] for info in ok], cfg.split)
+    where = subject_split(splits)
+    index = pd.DataFrame(ok)
+    index["split"] = index["subject"].map(where)
+    index = index.sort_values("shard").reset_index(drop=True)
+    cache_io.write_json(out / cache_io.SPLITS_FILE, splits)
+    cache_io.write_index(out, index)
+    listed = set(index["shard"])
+    stale = [p for p in (out / "shards").iterdir() if p.is_dir() and p.name not in listed]
+    if stale:
+        log.warning("%d shard folder(s) in %s belong to no current source (not indexed)", len(stale), out)
+    n_frames = int(index["n_frames"].sum())
+    log.info("ingested %d recording(s), %d frames, into %s", len(ok), n_frames, out)
+    if n_skipped:
+        log.warning("%d of %d recording(s) skipped; reasons in %s", n_skipped, len(results), report_path)
+    return IngestSummary(out, len(ok), n_skipped, n_frames, report_path)
+
+
+def input_digest(job: dict) -> str:
+    """What a shard was made from (file size and time, subject, labels, gaze), for resuming."""
+    stat = os.stat(job["path"])
+    h = hashlib.sha256(json.dumps([job["source"], job["subject"], stat.st_size, stat.st_mtime_ns]).encode())
+    for table in (job["labels"], job["gaze"]):
+        for array in table or ():
+            h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- one recording
+def kept_frames(timestamps: np.ndarray, fps: float | None, source_fps: float | None = None) -> np.ndarray:
+    """(T,) index of the source frame nearest to each output time k / fps.
+
+    Output times cover the recording up to the end of its last frame (last timestamp + one
+    source frame interval); ``fps`` None keeps every frame.
+    """
+    if fps is None:
+        return np.arange(len(timestamps))
+    if source_fps is None:
+        steps = np.diff(timestamps)
+        source_fps = 1.0 / float(np.median(steps)) if steps.size else fps
+    duration = float(timestamps[-1]) + 1.0 / source_fps
+    targets = np.arange(max(1, int(np.ceil(duration * fps - 1e-6)))) / fps  # (T,)
+    after = np.clip(np.searchsorted(timestamps, targets), 0, len(timestamps) - 1)
+    before = np.clip(after - 1, 0, None)
+    closer = np.abs(timestamps[before] - targets) <= np.abs(timestamps[after] - targets) + 1e-9
+    return np.where(closer, before, after)
+
+
+def ingest_one(job: dict) -> dict:
+    """Ingest one recording described by a ``_make_jobs`` dict (top level: spawn-safe)."""
+    try:
+        return _result(job, "ok", "", _ingest(job))
+    except Exception as exc:  # bad input is data: recorded in the report, the run goes on
+        reason = str(exc) if isinstance(exc, UssslError) else f"{type(exc).__name__}: {exc}"
+        reason = reason.replace(str(Path(job["path"]).resolve()), job["source"])
+        return _result(job, "skipped", reason.replace(job["path"], job["source"]), None)
+
+
+def _ingest(job: dict) -> dict:
+    path, size = Path(job["path"]), job["size"]
+    rec = READERS[path.suffix.lower()](path, Path(job["root"]), audio=job["audio"],
+                                       audio_rate=job["audio_rate"])  # fmt: skip
+    timestamps = rec.timestamps if rec.timestamps is not None else np.arange(rec.n_frames) / rec.fps
+    src_idx = kept_frames(timestamps, job["fps"], rec.fps)  # (T,)
+    fps = float(job["fps"] or rec.fps)
+    frames = None
+    if rec.n_frames * rec.height * rec.width <= IN_MEMORY_BYTES:
+        blocks = list(rec.iter_frames(64))
+        if not blocks:
+            raise DataError(f"{rec.source}: no frame could be decoded")
+        frames = np.concatenate(blocks)  # (n, H, W): decode once
+    box, mask = _crop_box(rec, job["crop"], frames)
+    writer = cache_io.ShardWriter(Path(job["out"]), job["shard"], len(src_idx), size)
+    try:
+        flags = _write_frames(rec, frames, src_idx, box, mask, size, writer)
+        src_idx = src_idx[: writer.n]
+        labels = np.full(writer.n, -1, np.int16)
+        if job["labels"] is not None:
+            labels = _per_frame(job["labels"], rec.n_frames, -1, np.int16)[src_idx]
+        gaze = np.full((writer.n, 2), np.nan, np.float32)
+        if job["gaze"] is not None:
+            gaze = map_points(_per_frame(job["gaze"], rec.n_frames, np.nan, np.float64)[src_idx], box, size)
+            outside = (gaze < -0.5) | (gaze > np.array([size[1], size[0]]) - 0.5)
+            gaze[outside.any(axis=1)] = np.nan
+        audio = None
+        if job["audio"] and rec.audio is not None:
+            n_audio = int(round(writer.n / fps * job["audio_rate"]))
+            audio = np.zeros(n_audio, np.float32)
+            audio[: min(n_audio, len(rec.audio))] = rec.audio[:n_audio]
+        info = {"subject": job["subject"], "fps": fps, "height": int(size[0]), "width": int(size[1]),
+                "has_audio": audio is not None, "has_speech": _has_speech(audio, job["audio_rate"]),
+                "n_labelled": int((labels >= 0).sum()), "crop_box": list(box),
+                "input_digest": job["input_digest"]}  # fmt: skip
+        return writer.finish(audio=audio, labels=labels, gaze=gaze, flags=flags, info=info)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _crop_box(rec: Recording, crop, frames: np.ndarray | None) -> tuple[tuple, np.ndarray | None]:
+    """(box, mask): the crop box in source pixels and, for "auto", the imaging mask (H, W)."""
+    if crop == "none":
+        return (0, 0, rec.width, rec.height), None
+    if crop != "auto":
+        try:
+            return check_box(crop, rec.height, rec.width), None
+        except ValueError as exc:
+            raise DataError(f"{rec.source}: ingest.crop: {exc}") from None
+    picks = np.linspace(0, rec.n_frames - 1, min(REGION_SAMPLES, rec.n_frames)).round().astype(int)
+    picks = np.unique(picks)
+    if frames is None:
+        blocks, start = [], 0
+        for block in rec.iter_frames(64):
+            inside = picks[(picks >= start) & (picks < start + len(block))]
+            blocks.append(block[inside - start])
+            start += len(block)
+        if not blocks:
+            raise DataError(f"{rec.source}: no frame could be decoded")
+        sample = np.concatenate(blocks)
+    else:
+        sample = frames[picks[picks < len(frames)]]
+    mask = imaging_mask(sample)  # (H, W) or None: nothing varies
+    if mask is None:
+        return (0, 0, rec.width, rec.height), None
+    return mask_box(mask), mask
+
+
+def _write_frames(rec: Recording, frames: np.ndarray | None, src_idx: np.ndarray, box, mask, size,
+                  writer: cache_io.ShardWriter) -> np.ndarray:  # fmt: skip
+    """Crop, resize and append the kept frames; returns (T,) uint8 flags (bit 0 = frozen)."""
+    blocks = [frames] if frames is not None else rec.iter_frames(64)
+    flags, prev, start, pos = [], None, 0, 0
+    for block in blocks:
+        stop = int(np.searchsorted(src_idx, start + len(block)))
+        if stop > pos:
+            small = crop_resize(block[src_idx[pos:stop] - start], box, size, mask)  # (t, h, w)
+            writer.append(small)
+            ref = np.concatenate([small[:1] if prev is None else prev, small[:-1]]).astype(np.int16)
+            mad = np.abs(small.astype(np.int16) - ref).mean(axis=(1, 2))  # (t,)
+            frozen = mad < FROZEN_MAD
+            if prev is None:
+                frozen[0] = False
+            flags.append(frozen.astype(np.uint8))
+            prev, pos = small[-1:], stop
+        start += len(block)
+        if pos >= len(src_idx):
+            break
+    return np.concatenate(flags) if flags else np.zeros(0, np.uint8)
+
+
+def _per_frame(table: tuple[np.ndarray, np.ndarray], n: int, fill, dtype) -> np.ndarray:
+    """Spread (frame indices, values) over (n, ...) source frames, ``fill`` elsewhere."""
+    index, values = table
+    out = np.full((n, *values.shape[1:]), fill, dtype=dtype)
+    keep = (index >= 0) & (index < n)
+    out[index[keep]] = values[keep]
+    return out
+
+
+def _has_speech(audio: np.ndarray | None, rate: int) -> bool:
+    if audio is None:
+        return False
+    try:
+        from usssl.speech.vad import speech_fraction
+    except ImportError:  # TODO(vad): usssl.speech.vad not available; has_speech stays False
+        return False
+    return bool(speech_fraction(audio, rate) > 0.02)

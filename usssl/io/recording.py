@@ -1,0 +1,62 @@
+"""The one shape every reader returns: metadata plus a lazy frame source.
+
+A reader never decodes the whole recording up front: ``iter_frames(chunk)`` decodes on demand and
+yields blocks of frames, so a one-hour scan never sits in memory whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FrameSource = Callable[[int], Iterator[np.ndarray]]
+
+
+@dataclass
+class Recording:
+    """One recording (a cine loop, a screen-recorded video) as read from its source.
+
+    Attributes:
+        source: path relative to the ingest root (never absolute: it may name the patient's folder).
+        fps: frame rate in frames per second (the container's average rate when it varies).
+        n_frames: number of frames ``iter_frames`` yields.
+        height, width: frame size in pixels.
+        timestamps: (n_frames,) float64 seconds from the first frame, or None when unknown.
+        audio: (n_samples,) float32 mono with sample 0 at the first frame's time, or None.
+        sample_rate: audio sample rate in Hz, or None without audio.
+        spacing_mm: (row, column) pixel spacing in millimetres when the source states it.
+        meta: technical facts (format, codec, ...); never patient identifiers or container tags.
+        frame_source: ``chunk -> iterator of frame blocks``; called once per ``iter_frames``.
+    """
+
+    source: str
+    fps: float
+    n_frames: int
+    height: int
+    width: int
+    timestamps: np.ndarray | None = None
+    audio: np.ndarray | None = None
+    sample_rate: int | None = None
+    spacing_mm: tuple[float, float] | None = None
+    meta: dict = field(default_factory=dict)
+    frame_source: FrameSource | None = field(default=None, repr=False, compare=False)
+
+    def iter_frames(self, chunk: int = 64) -> Iterator[np.ndarray]:
+        """Decode on demand: uint8 blocks (t, H, W) grey or (t, H, W, 3) colour, t <= ``chunk``.
+
+        Every call starts again from the first frame.
+        """
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        if self.frame_source is None:
+            raise ValueError(f"{self.source}: this Recording has no frame source")
+        yield from self.frame_source(chunk)
+
+    @property
+    def duration_s(self) -> float:
+        """Time from the first frame to the end of the last one, in seconds."""
+        if self.timestamps is not None and len(self.timestamps):
+            return float(self.timestamps[-1]) + 1.0 / self.fps
+        return self.n_frames / self.fps

@@ -1,0 +1,197 @@
+"""Video files (mp4, mov, avi, mkv, mpeg, gif, ...) through PyAV: frames, timestamps, narration.
+
+One demux pass at open time reads the video packets' timestamps (no decoding) and decodes the
+audio; frames are decoded later, on demand, by ``Recording.iter_frames``. Container tags (title,
+creation time, comments, encoder, location) can carry patient data and are never copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from usssl.errors import DataError
+from usssl.io.recording import Recording
+
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ogv", ".gif",
+)  # fmt: skip
+
+_READ_ERRORS = (av.FFmpegError, OSError, ValueError, IndexError)
+_THREADED_PIXELS = 320 * 240  # smaller videos decode faster without frame threads
+
+
+def relative_source(path: Path, root: Path | None) -> str:
+    """``path`` relative to ``root`` in posix form; the file name alone when outside ``root``."""
+    if root is not None:
+        try:
+            return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return Path(path).name
+
+
+class VideoFrames:
+    """Picklable frame source: decodes ``path`` from the start on every call.
+
+    Yields uint8 blocks (t, H, W) when ``grayscale`` else (t, H, W, 3) RGB, at most ``chunk``
+    frames each and ``n_frames`` in total; frames whose size changes mid-stream are rescaled.
+    """
+
+    def __init__(self, path: Path, stream_index: int, n_frames: int, height: int, width: int,
+                 grayscale: bool = True) -> None:  # fmt: skip
+        self.path, self.stream_index, self.n_frames = Path(path), stream_index, n_frames
+        self.height, self.width, self.grayscale = height, width, grayscale
+
+    def __call__(self, chunk: int) -> Iterator[np.ndarray]:
+        fmt = "gray" if self.grayscale else "rgb24"
+        reformatter = VideoReformatter()  # one scaler for every frame (to_ndarray makes one each)
+        block: list[np.ndarray] = []
+        count = 0
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[self.stream_index]
+                if self.height * self.width >= _THREADED_PIXELS:
+                    stream.thread_type = "AUTO"
+                for frame in container.decode(stream):
+                    frame = reformatter.reformat(frame, width=self.width, height=self.height, format=fmt)
+                    block.append(frame.to_ndarray())
+                    count += 1
+                    if len(block) == chunk or count >= self.n_frames:
+                        yield np.stack(block)  # (t, H, W) or (t, H, W, 3)
+                        block = []
+                    if count >= self.n_frames:
+                        return
+        except _READ_ERRORS as exc:
+            raise DataError(f"{self.path}: decoding failed after {count} frames ({exc})") from None
+        if block:
+            yield np.stack(block)
+
+
+def read_video(
+    path: str | Path,
+    root: str | Path | None = None,
+    *,
+    grayscale: bool = True,
+    audio: bool = True,
+    audio_rate: int | None = None,
+) -> Recording:
+    """Open a video file and return its lazy :class:`Recording`.
+
+    Args:
+        path: the video file.
+        root: the ingest root; ``Recording.source`` is ``path`` relative to it.
+        grayscale: frames as (t, H, W) luma rather than (t, H, W, 3) RGB.
+        audio: decode the first audio stream (False: ``audio`` is None).
+        audio_rate: resample the narration to this mono rate in Hz (None keeps the stream's rate).
+
+    Returns:
+        A Recording whose ``timestamps`` are seconds from the first frame and whose ``audio``
+        (float32 (n,), or None without an audio stream) has sample 0 at the first frame's time.
+
+    Raises:
+        DataError: the file cannot be opened, has no video stream or no frames.
+    """
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(f"{path}: no video stream; remove it from the sources")
+            vstream = container.streams.video[0]
+            astream = container.streams.audio[0] if (audio and container.streams.audio) else None
+            streams = [vstream] + ([astream] if astream is not None else [])
+            pts: list[int | None] = []  # presentation time of each video packet (no decoding)
+            decoder = _AudioDecoder(astream, audio_rate) if astream is not None else None
+            for packet in container.demux(*streams):
+                if packet.stream.index == vstream.index:
+                    if packet.size and not packet.is_discard:
+                        pts.append(packet.pts if packet.pts is not None else packet.dts)
+                elif decoder is not None:
+                    decoder.add(packet)
+            meta = {
+                "format": container.format.name,
+                "video_codec": vstream.codec_context.name,
+                "pix_fmt": vstream.codec_context.pix_fmt,
+            }
+            height, width = vstream.codec_context.height, vstream.codec_context.width
+            time_base = vstream.time_base or Fraction(1, 1)
+            rates = [vstream.average_rate, vstream.guessed_rate]
+    except DataError:
+        raise
+    except _READ_ERRORS as exc:
+        raise DataError(
+            f"{path}: cannot be read as a video ({exc}); check that the file is complete "
+            "or remove it from the sources"
+        ) from None
+    if not pts:
+        raise DataError(f"{path}: the video stream has no frames")
+    timed = None not in pts
+    stamps = np.sort(np.asarray(pts if timed else np.arange(len(pts)), dtype=np.int64))
+    timestamps = (stamps - stamps[0]).astype(np.float64) * float(time_base)  # (n_frames,)
+    fps = _frame_rate(rates, timestamps if timed else np.zeros(0))
+    if not timed or (len(timestamps) > 1 and timestamps[-1] <= 0):
+        timestamps = np.arange(len(stamps)) / fps  # no usable packet times: a constant rate
+    samples, rate = None, None
+    if decoder is not None:
+        t0 = float(stamps[0] * time_base) if timed else 0.0
+        samples, rate = decoder.aligned(t0)
+        meta["audio_codec"] = astream.codec_context.name
+    return Recording(
+        source=relative_source(path, Path(root) if root is not None else None),
+        fps=fps,
+        n_frames=len(stamps),
+        height=height,
+        width=width,
+        timestamps=timestamps,
+        audio=samples,
+        sample_rate=rate,
+        meta=meta,
+        frame_source=VideoFrames(path, 0, len(stamps), height, width, grayscale),
+    )
+
+
+def _frame_rate(rates: list[Fraction | None], timestamps: np.ndarray) -> float:
+    """The stream's average rate, else its guessed rate, else 1 / median frame interval, else 25."""
+    for rate in rates:
+        if rate is not None and float(rate) > 0:
+            return float(rate)
+    steps = np.diff(timestamps)
+    steps = steps[steps > 0]
+    if steps.size:
+        return float(1.0 / np.median(steps))
+    return 25.0  # no timing at all (or a single still frame): a common video rate
+
+
+class _AudioDecoder:
+    """Decodes audio packets and resamples them to float32 mono at one rate."""
+
+    def __init__(self, stream: av.audio.stream.AudioStream, rate: int | None) -> None:
+        self.rate = int(rate or stream.codec_context.sample_rate or 16000)
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+        self.chunks: list[np.ndarray] = []
+        self.start: float | None = None  # seconds, the first decoded sample's time
+
+    def add(self, packet: av.Packet) -> None:
+        for frame in packet.decode():  # the final empty packet flushes the decoder
+            if self.start is None:
+                self.start = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+            for out in self.resampler.resample(frame):
+                self.chunks.append(out.to_ndarray().reshape(-1))
+
+    def aligned(self, t0: float) -> tuple[np.ndarray, int]:
+        """(n,) float32 with sample 0 at time ``t0`` (zeros before the audio starts), and rate."""
+        for out in self.resampler.resample(None):
+            self.chunks.append(out.to_ndarray().reshape(-1))
+        samples = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        start = t0 if self.start is None else self.start
+        shift = int(round((start - t0) * self.rate))
+        if shift > 0:
+            samples = np.concatenate([np.zeros(shift, np.float32), samples])
+        elif shift < 0:
+            samples = samples[-shift:]
+        return np.ascontiguousarray(samples, dtype=np.float32), self.rate
