@@ -18,7 +18,7 @@ TINY = {
     "stages": [
         {"ingest": {"size": [32, 32], "fps": 10, "split": {"test": 0.25, "seed": 0}, "workers": 1}},
         {"pretrain": {"encoder": {"width": 4, "dim": 16}, "projection_dim": 16,
-                      "speech": {"spec_size": [32, 32], "interval_frames": 20},
+                      "speech": {"spec_size": [32, 32], "interval_frames": 20, "affinity_threshold": 0.25},
                       "max_epochs": 2, "batch_size": 16, "pairs_per_epoch": 48}},
         {"finetune": {"max_epochs": 1, "samples_per_epoch": 32, "batch_size": 16,
                       "label_fractions": [0.5, 1.0], "linear_epochs": 20}},

@@ -41,7 +41,8 @@ def test_pretraining_sees_only_training_subjects(tiny_run):
     assert set(used["subjects"]) <= train and not set(used["subjects"]) & test
     assert set(used["shards"]) == set(cache.shard_ids("train"))
     # every pair the dataset serves comes from a training subject
-    ds = AudioVisualDataset(cache, cache.shard_ids("train"), split="train", interval_frames=20, pairs_per_epoch=40)
+    ds = AudioVisualDataset(cache, cache.shard_ids("train"), split="train", interval_frames=20,
+                            affinity_threshold=0.25, pairs_per_epoch=40)
     served = {ds.subjects[int(ds[i]["subject"])] for i in range(len(ds))}
     assert served <= train
     # and a held-out shard is refused outright

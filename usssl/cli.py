@@ -25,8 +25,8 @@ def _setup_logging(verbose: bool) -> None:
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         datefmt="[%X]", handlers=[RichHandler(show_path=False, rich_tracebacks=False)])
-    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "alembic", "mlflow", "urllib3",
-                  "matplotlib", "PIL"):
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                  "lightning.fabric.utilities.rank_zero", "alembic", "mlflow", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -63,15 +63,16 @@ def _builtin_cached(word: str, rate: int, pitch: float) -> np.ndarray:
     f0_word = (95 + 110 * next(u)) * pitch
     tilt = next(u)  # word-specific spectral tilt
     f1_word, f2_word = 250 + 850 * next(u), 900 + 2000 * next(u)  # the word's vowel colour
-    noise = np.random.default_rng(int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little"))
+    noise_seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+    noise = np.random.default_rng(noise_seed)
     parts: list[np.ndarray] = []
     for k, dur in enumerate(durs):
         n = int(dur * rate)
         t = np.arange(n) / rate
         f0 = f0_word * np.interp(t, [0, dur], [0.85 + 0.35 * next(u), 0.8 + 0.35 * next(u)])
         phase = 2 * np.pi * np.cumsum(f0) / rate  # (n,)
-        formants = ((f1_word * (0.85 + 0.3 * next(u)), 80.0), (f2_word * (0.85 + 0.3 * next(u)), 120.0),
-                    (3000.0, 250.0))
+        formants = ((f1_word * (0.85 + 0.3 * next(u)), 80.0),
+                    (f2_word * (0.85 + 0.3 * next(u)), 120.0), (3000.0, 250.0))
         n_harm = int(min(4000.0, 0.45 * rate) // f0.max())
         h = np.arange(1, n_harm + 1)[:, None]  # (K, 1)
         fh = h * f0[None, :]  # (K, n) harmonic frequencies
