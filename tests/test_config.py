@@ -92,3 +92,11 @@ def test_tracking_uri_default_and_env(tmp_path, monkeypatch):
 def test_shipped_pipelines_validate(path):
     cfg = load_config(path)
     assert cfg.stages, f"{path} has no stages"
+
+
+def test_configuration_reference_is_current():
+    from usssl.config import reference_markdown
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    assert doc == reference_markdown(), "regenerate: usssl validate --reference > docs/configuration.md"
+    assert "| `optimizer` | OptimizerConfig |" in doc and "## `stages[].pretrain.speech`" in doc

@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from usssl.errors import UssslError
+from usssl.errors import ConfigError, UssslError
 
 EPILOG = "Docs: README.md and docs/. Example: usssl run pipelines/demo.yaml --set pretrain.max_epochs=2"
 
@@ -31,7 +31,13 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from usssl.config import load_config
+    from usssl.config import load_config, reference_markdown
+
+    if args.reference:
+        print(reference_markdown(), end="")
+        return 0
+    if not args.pipeline:
+        raise ConfigError("usssl validate: give a pipeline YAML (or --reference)")
 
     cfg = load_config(args.pipeline, args.set)
     stages = " → ".join(entry.kind for entry in cfg.stages) or "(no stages)"
@@ -54,8 +60,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(Markdown(result["report"]))
     uri = result["tracking_uri"]
     console.print(f"\n[bold]Finished in {result['seconds']:.0f} s.[/bold] Outputs: {result['output_dir']}")
-    console.print(f"MLflow store: {uri}")
-    console.print(f"Open it with:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
+    if not cfg.tracking.enabled:
+        console.print("MLflow tracking is off (tracking.enabled: false).")
+    elif uri.startswith("sqlite:"):
+        console.print(f"MLflow store: {uri}")
+        console.print(f"Open it with:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
+    else:
+        console.print(f"MLflow runs were sent to {uri} (experiment '{cfg.tracking.experiment}')")
     return 0
 
 
@@ -144,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a pipeline YAML without running it")
-    p.add_argument("pipeline")
+    p.add_argument("pipeline", nargs="?")
+    p.add_argument("--reference", action="store_true", help="print every config key as Markdown")
     with_sets(p)
     p.set_defaults(func=cmd_validate)
 

@@ -105,6 +105,8 @@ class IngestConfig(Strict):
 
 
 class OptimizerConfig(Strict):
+    """The optimizer of a training stage (``momentum`` is used by SGD only)."""
+
     name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -144,11 +146,16 @@ class PretrainConfig(Strict):
     max_steps: int = -1
     batch_size: int = Field(64, ge=2)
     pairs_per_epoch: int = Field(2048, ge=16, description="speech-video pairs drawn per epoch")
+    augment: bool = Field(True, description="temporally consistent flip/affine/gamma on the video")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
 
 
 class FinetuneConfig(Strict):
-    """Transfer to standard-plane detection from each initialisation."""
+    """Transfer to standard-plane detection from each initialisation.
+
+    Every initialisation gets the same protocol (optimizer, epochs, augmentation, sampling), so
+    the comparison against random initialisation is paired.
+    """
 
     inits: list[Literal["random", "pretrain"]] = Field(default_factory=lambda: ["random", "pretrain"])
     protocols: list[Literal["linear", "finetune"]] = Field(
@@ -156,10 +163,12 @@ class FinetuneConfig(Strict):
     )
     label_fractions: list[float] = Field(default_factory=lambda: [0.1, 1.0])
     frame_stride: int = Field(2, ge=1, description="use every n-th cached frame")
-    max_epochs: int = Field(10, ge=1)
+    max_epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=2)
     samples_per_epoch: int = Field(512, ge=16, description="class-balanced draws per fine-tuning epoch")
-    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(lr=3e-3))
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    encoder_lr_scale: float = Field(1.0, gt=0, le=1, description="fine-tune: encoder lr = lr × this")
+    augment: bool = Field(True, description="protocol augmentation: flip, ±10° rotation, zoom, gamma")
     linear_epochs: int = Field(100, ge=1, description="epochs of the linear probe on frozen features")
 
     @model_validator(mode="after")
@@ -208,9 +217,9 @@ class StageEntry(Strict):
 class PipelineConfig(Strict):
     """A whole pipeline: global settings and an ordered list of stages."""
 
-    name: str = "pipeline"
-    output_dir: str = "runs/pipeline"
-    seed: int = 0
+    name: str = Field("pipeline", description="the MLflow run name of the pipeline")
+    output_dir: str = Field("runs/pipeline", description="everything the pipeline writes goes here")
+    seed: int = Field(0, description="seeds every random draw (data, models, splits of training)")
     data: DataConfig = Field(default_factory=DataConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
@@ -403,3 +412,36 @@ def flatten(cfg: PipelineConfig) -> dict[str, str]:
         kind = next(k for k, v in entry.items() if v is not None)
         walk(f"stages.{i}.{kind}", entry[kind])
     return out
+
+
+def reference_markdown() -> str:
+    """Every config key with its type, default and description, as Markdown (docs/configuration.md)."""
+    lines = ["# Pipeline YAML reference", "",
+             "Generated from `usssl/config.py` by `usssl validate --reference`; every key below is checked, and",
+             "an unknown key is an error that names it and suggests the closest valid one.", ""]
+
+    def section(title: str, model: type[BaseModel]) -> None:
+        lines.extend([f"## `{title or '(top level)'}`", "", ((model.__doc__ or "").strip().splitlines() or [""])[0], "",
+                      "| key | type | default | meaning |", "|---|---|---|---|"])
+        nested = []
+        for name, field in model.model_fields.items():
+            sub = _first_model(field.annotation)
+            ann = field.annotation
+            kind = sub.__name__ if sub else getattr(ann, "__name__", None) if isinstance(ann, type) else None
+            kind = kind or str(ann).replace("typing.", "")
+            if name == "stages":
+                kind, sub = "list of stages", None
+            default = field.get_default(call_default_factory=True)
+            shown = "see below" if isinstance(default, BaseModel) else repr(default)
+            lines.append(f"| `{name}` | {kind.replace('|', 'or')} | {shown.replace('|', 'or')} | "
+                         f"{(field.description or '').replace('|', 'or')} |")
+            if sub is not None and sub is not StageEntry:
+                nested.append((f"{title}.{name}" if title else name, sub))
+        lines.append("")
+        for child_title, child in nested:
+            section(child_title, child)
+
+    section("", PipelineConfig)
+    for kind in STAGE_NAMES:
+        section(f"stages[].{kind}", _first_model(StageEntry.model_fields[kind].annotation))
+    return "\n".join(lines) + "\n"

@@ -183,7 +183,8 @@ def run_finetune(cfg: PipelineConfig, fcfg, tracker: Tracker, resume: bool) -> d
                                              epochs=fcfg.linear_epochs, seed=cfg.seed)
                 else:
                     model = PlaneClassifier(encoder, n_classes, fcfg.optimizer,
-                                            class_weights=balanced_weights(subset.labels, n_classes))
+                                            class_weights=balanced_weights(subset.labels, n_classes),
+                                            encoder_lr_scale=fcfg.encoder_lr_scale, augment=fcfg.augment)
                     loader = balanced_loader(subset, subset.labels, fcfg.batch_size,
                                              samples_per_epoch=fcfg.samples_per_epoch, seed=cfg.seed)
                     trainer = build_trainer(cfg, f"finetune/{tag}", tracker, fcfg.max_epochs,

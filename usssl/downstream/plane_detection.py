@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from usssl.data.transforms import ClipAugment
 from usssl.methods.video_speech import build_optimizer
 
 
@@ -61,15 +62,20 @@ class PlaneClassifier(L.LightningModule):
         n_classes: number of classes (planes + background).
         optimizer: an ``OptimizerConfig`` (used by ``finetune``).
         class_weights: optional (n_classes,) weights for the cross-entropy.
+        encoder_lr_scale: the encoder's learning rate is the head's times this.
+        augment: apply the protocol's augmentation (``ClipAugment``) to training batches.
     """
 
     def __init__(self, encoder: nn.Module, n_classes: int, optimizer=None, freeze_encoder: bool = False,
-                 class_weights: torch.Tensor | None = None) -> None:
+                 class_weights: torch.Tensor | None = None, encoder_lr_scale: float = 1.0,
+                 augment: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(encoder.out_dim, n_classes)
         self.optimizer_cfg = optimizer
         self.freeze_encoder = freeze_encoder
+        self.encoder_lr_scale = encoder_lr_scale
+        self.augment = ClipAugment() if augment else None
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(n_classes))
         if freeze_encoder:
             self.encoder.requires_grad_(False)
@@ -81,7 +87,10 @@ class PlaneClassifier(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.freeze_encoder:
             self.encoder.eval()
-        logits = self(batch["video"])
+        video = batch["video"]
+        if self.augment is not None:
+            video = self.augment(video)
+        logits = self(video)
         loss = F.cross_entropy(logits, batch["label"], weight=self.class_weights)
         acc = (logits.argmax(dim=1) == batch["label"]).float().mean()
         size = batch["video"].shape[0]
@@ -90,8 +99,11 @@ class PlaneClassifier(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        return build_optimizer(params, self.optimizer_cfg)
+        groups = [{"params": list(self.head.parameters())}]
+        if not self.freeze_encoder:
+            groups.append({"params": list(self.encoder.parameters()),
+                           "lr": self.optimizer_cfg.lr * self.encoder_lr_scale})
+        return build_optimizer(groups, self.optimizer_cfg)
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ import contextlib
 import importlib.metadata
 import json
 import logging
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -81,6 +82,7 @@ class Tracker:
         self.parent_id: str | None = None
         self.run_id: str | None = None  # the active stage run (or the parent outside stages)
         if self.enabled:
+            os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no schema-migration chatter
             import mlflow
             from mlflow.tracking import MlflowClient
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from usssl.config import PretrainConfig
+from usssl.data.transforms import ClipAugment
 from usssl.methods.losses import info_nce
 from usssl.models.encoders import build_encoder, build_speech_encoder
 from usssl.speech.frontend import LogSpectrogram
@@ -62,10 +63,14 @@ class VideoSpeechModule(L.LightningModule):
         )
         self.video_head = projection_head(self.encoder.out_dim, cfg.projection_dim)
         self.speech_head = projection_head(self.speech_encoder.out_dim, cfg.projection_dim)
+        self.augment = ClipAugment() if cfg.augment else None
 
     def embed(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected video and speech embeddings, each (B, projection_dim)."""
-        video = (batch["video"] - 0.5) / 0.25  # (B, C, T, H, W), roughly standardised
+        video = batch["video"]  # (B, C, T, H, W) in [0, 1]
+        if self.training and self.augment is not None:
+            video = self.augment(video)
+        video = (video - 0.5) / 0.25  # roughly standardised
         spec = self.frontend(batch["audio"])  # (B, 1, F, T')
         return self.video_head(self.encoder(video)), self.speech_head(self.speech_encoder(spec))
 
