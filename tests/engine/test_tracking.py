@@ -137,3 +137,29 @@ def test_real_mlflow_server(mlflow_server, tmp_path, monkeypatch, tiny_run):
     assert result["tracking_uri"] == mlflow_server
     assert not (tmp_path / "run" / "mlflow.db").exists()
     _check_tracked(mlflow_server)
+
+
+def test_data_paths_are_redacted_from_params():
+    from usssl.config import PipelineConfig
+    from usssl.engine.tracking import redacted_params
+
+    cfg = PipelineConfig.model_validate({"data": {"sources": ["/data/Smith^John/scan1", "/data/Doe^Jane"],
+                                                  "labels_csv": "/data/Smith^John/labels.csv"}})
+    params = redacted_params(cfg)
+    assert params["data.sources"] == "<2 path(s), redacted>"
+    assert params["data.labels_csv"] == "<1 path(s), redacted>"
+    assert not any("Smith" in v or "Doe" in v for v in params.values())
+    assert params["data.gaze_csv"] == "None"
+
+
+def test_rank_from_launcher_environment(monkeypatch):
+    from usssl.config import PipelineConfig
+    from usssl.engine.tracking import Tracker
+    from usssl.methods.distributed import launcher_rank, rank
+
+    monkeypatch.setenv("RANK", "3")
+    assert launcher_rank() == 3 and rank() == 0  # the loss offset never trusts the environment
+    assert not Tracker(PipelineConfig()).enabled  # only rank 0 logs
+    monkeypatch.delenv("RANK")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    assert launcher_rank() == 1

@@ -88,11 +88,18 @@ def label_efficiency_plot(results: pd.DataFrame, path: Path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
+    inits = sorted(results["init"].unique(), key=lambda i: (i != "random", i))
+    colours = {init: f"C{i}" for i, init in enumerate(inits)}
+    styles = {"finetune": ("-", "o"), "linear": ("--", "s"), "knn": (":", "^")}
     for (init, protocol), g in results.groupby(["init", "protocol"]):
         m = g.groupby("label_fraction")["f1"].agg(["mean", "std"]).fillna(0.0)
-        ax.errorbar(100 * m.index.values, 100 * m["mean"], yerr=100 * m["std"], marker="o",
-                    capsize=3, linestyle="-" if init != "random" else "--", label=f"{init} · {protocol}")
+        line, marker = styles.get(protocol, ("-.", "x"))
+        ax.errorbar(100 * m.index.values, 100 * m["mean"], yerr=100 * m["std"], marker=marker,
+                    capsize=3, linestyle=line, color=colours[init], label=f"{init} · {protocol}")
     ax.set_xscale("log")
+    fractions = sorted(results["label_fraction"].unique())
+    ax.set_xticks([100 * f for f in fractions], [f"{100 * f:g}" for f in fractions])
+    ax.minorticks_off()
     ax.set_xlabel("labelled training frames (%)")
     ax.set_ylabel("macro F1 (%)")
     ax.set_title("Label efficiency")

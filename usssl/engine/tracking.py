@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from usssl.config import PipelineConfig, flatten, to_yaml
-from usssl.methods.distributed import rank
+from usssl.methods.distributed import launcher_rank
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Tracker:
 
     def __init__(self, cfg: PipelineConfig) -> None:
         self.cfg = cfg
-        self.enabled = cfg.tracking.enabled and rank() == 0
+        self.enabled = cfg.tracking.enabled and launcher_rank() == 0
         self.uri = cfg.tracking_uri
         self.client = None
         self.parent_id: str | None = None

@@ -8,6 +8,8 @@ With one process (or no process group) it returns its input unchanged.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -27,5 +29,17 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 def rank() -> int:
-    """This process's rank (0 when not distributed)."""
+    """This process's rank in the default process group (0 when there is none)."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def launcher_rank() -> int:
+    """The global rank even before the process group exists: from the group when it does, else
+    from the launcher's environment (torchrun's ``RANK``, SLURM's ``SLURM_PROCID``), else 0.
+    Used to decide who logs; losses use :func:`rank`."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
