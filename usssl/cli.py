@@ -115,7 +115,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             version = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             version = "NOT INSTALLED"
-        print(f"{name:<12}{version}")
+        print(f"{name:<12}{version}" if len(name) < 12 else f"{name.split('-')[0]:<12}{version}")
     try:
         import av
 
