@@ -132,6 +132,8 @@ class SpeechConfig(Strict):
     spec_size: tuple[int, int] = Field((64, 64), description="spectrogram resized to F x T'")
     interval_frames: int = Field(30, ge=1, description="frames per clip interval T (paper: 60 at 30 fps)")
     affinity_threshold: float = Field(0.5, ge=0, le=1, description="high affinity: speech fraction >=")
+    pairs_per_interval: int = Field(2, ge=1, description="K pair groups per high-affinity interval (paper: 2)")
+    hard_negative_range: int = Field(5, ge=2, description="D: hard negatives from intervals T+δ, 0<|δ|<D")
 
 
 class PretrainConfig(Strict):
@@ -145,7 +147,9 @@ class PretrainConfig(Strict):
     max_epochs: int = Field(10, ge=1)
     max_steps: int = -1
     batch_size: int = Field(64, ge=2)
-    pairs_per_epoch: int = Field(2048, ge=16, description="speech-video pairs drawn per epoch")
+    pairs_per_epoch: int | None = Field(
+        2048, ge=16, description="pairs drawn per epoch; null: K per high-affinity interval"
+    )
     augment: bool = Field(True, description="temporally consistent flip/affine/gamma on the video")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
 

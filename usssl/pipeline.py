@@ -99,13 +99,14 @@ def run_pretrain(cfg: PipelineConfig, pcfg, tracker: Tracker, resume: bool) -> d
     dataset = AudioVisualDataset(cache, train, split="train", window_s=sp.window_s,
                                  interval_frames=sp.interval_frames,
                                  affinity_threshold=sp.affinity_threshold,
-                                 pairs_per_epoch=pcfg.pairs_per_epoch, seed=cfg.seed)
+                                 pairs_per_epoch=pcfg.pairs_per_epoch, pairs_per_interval=sp.pairs_per_interval,
+                                 hard_negative_range=sp.hard_negative_range, seed=cfg.seed)
     out = Path(cfg.output_dir) / "pretrain"
     _write_json(out / "pretrain_data.json", {"split": "train", "shards": train, "subjects": dataset.subjects})
     high = dataset.n_high_affinity / max(dataset.n_intervals, 1)
     tracker.log_params({"method": pcfg.method, "n_train_shards": len(train)})
     tracker.log_metrics({"data/high_affinity_interval_fraction": high,
-                         "data/n_speech_frames": sum(c.frames.size for c in dataset.candidates)})
+                         "data/n_speech_frames": sum(s.frames.size for s in dataset.speech)})
     loader = DataLoader(dataset, batch_size=pcfg.batch_size, shuffle=False, drop_last=True,
                         num_workers=cfg.trainer.num_workers)
     module = VideoSpeechModule(pcfg, audio_rate=int(cache.settings["audio_rate"]))

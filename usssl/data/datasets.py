@@ -5,8 +5,9 @@ method); ``FrameDataset`` serves labelled frames (standard-plane detection). Bot
 list of shard ids and refuse shards outside the split they were asked for, so held-out subjects
 cannot leak into pretraining.
 
-Batch keys (docs/architecture.md): ``video`` (C, T, H, W) float in [0, 1], ``audio`` (n_samples,),
-``affinity`` () float, ``label`` () long, ``subject`` () long, ``index`` () long.
+Batch keys (docs/architecture.md): ``video`` (C, T, H, W) float in [0, 1], ``audio`` (n_samples,)
+(also ``audio_hard_pos``, ``audio_hard_neg``), ``affinity`` () float, ``label`` () long,
+``subject`` () long, ``index`` () long.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset
 
 from usssl.data.cache import Cache
 from usssl.errors import DataError
+from usssl.speech.affinity import interval_affinity
 from usssl.speech.vad import energy_vad
 
 
@@ -36,20 +38,32 @@ def _check_split(cache: Cache, shard_ids: list[str], split: str | None) -> None:
 
 
 @dataclass
-class _SpeechCandidates:
+class _ShardSpeech:
     shard: str
-    frames: np.ndarray  # (n,) frame indices whose time is inside detected speech
-    affinity: np.ndarray  # (n,) speech fraction of each frame's interval
+    frame_speech: np.ndarray  # (T,) bool: the VAD marks speech at the frame's time
+    affinity: np.ndarray  # (n_intervals,) speech fraction of each interval
+    frames: np.ndarray  # (n,) candidate frames: speech, inside a high-affinity interval
 
 
 class AudioVisualDataset(Dataset):
-    """Frames paired with the speech window centred on their time.
+    """Frames paired with speech windows: positive, hard positive and hard negative.
 
-    For a frame in clip interval T (``interval_frames`` frames), the positive speech window has
-    length ``window_s``, is centred on the frame's time and clamped to T (Jiao et al., MICCAI 2020).
-    Frames are drawn at times the energy VAD marks as speech, from intervals whose speech fraction
-    (the affinity) is at least ``affinity_threshold``; every draw is a fresh pair, deterministic in
-    (seed, epoch, index).
+    For a frame v_t in clip interval T (``interval_frames`` frames; Jiao et al., MICCAI 2020,
+    Sec. 2.2), each item carries
+
+    - ``audio``: the positive speech window (``window_s`` long) centred on the frame's time and
+      clamped to T;
+    - ``audio_hard_pos``: a window at another speech time of the same interval T;
+    - ``audio_hard_neg``: a window from a nearby interval T + δ of the same scan, 0 < |δ| < D
+      (``hard_negative_range``), centred on a speech time there when it has one;
+    - ``affinity``: T's speech fraction (the VAD frames flagged as speech).
+
+    Frames are drawn at times the energy VAD marks as speech, inside intervals whose affinity is
+    at least ``affinity_threshold`` (the paper's gate); each interval is drawn about equally often
+    (``pairs_per_interval`` pair groups per high-affinity interval and epoch, the paper's K = 2),
+    unless ``pairs_per_epoch`` fixes the epoch length. Draws are deterministic in
+    (seed, epoch, index). Alignment is by cached time: the cache stores audio with sample 0 at the
+    first frame's timestamp, so a track that started late is already aligned.
 
     Args:
         cache: the ingested cache.
@@ -57,8 +71,10 @@ class AudioVisualDataset(Dataset):
         split: the split every shard must belong to (``"train"``), or None.
         window_s: speech window length in seconds.
         interval_frames: frames per interval T.
-        affinity_threshold: minimum interval speech fraction for a pair.
-        pairs_per_epoch: the dataset's length.
+        affinity_threshold: minimum interval affinity for a pair.
+        pairs_per_epoch: fixed epoch length, or None for ``pairs_per_interval`` × intervals.
+        pairs_per_interval: K pair groups per high-affinity interval and epoch.
+        hard_negative_range: D, in intervals.
         seed: base of the per-item random draws.
     """
 
@@ -70,81 +86,108 @@ class AudioVisualDataset(Dataset):
         window_s: float = 0.6,
         interval_frames: int = 30,
         affinity_threshold: float = 0.5,
-        pairs_per_epoch: int = 2048,
+        pairs_per_epoch: int | None = 2048,
+        pairs_per_interval: int = 2,
+        hard_negative_range: int = 5,
         seed: int = 0,
     ) -> None:
         _check_split(cache, shard_ids, split)
+        if hard_negative_range < 2:
+            raise ValueError("hard_negative_range D must be >= 2 (0 < δ < D)")
         self.cache = cache
         self.window_s = window_s
         self.interval_frames = interval_frames
-        self.pairs_per_epoch = pairs_per_epoch
+        self.threshold = affinity_threshold
+        self.hard_negative_range = hard_negative_range
         self.seed = seed
         self.epoch = 0
         self.rate = int(cache.settings["audio_rate"])
         self.window = int(round(window_s * self.rate))
         self.subjects = sorted({cache.shard(s).subject for s in shard_ids})
-        self.candidates: list[_SpeechCandidates] = []
-        self.n_intervals = 0
-        self.n_high_affinity = 0
+        self.speech: list[_ShardSpeech] = []
         for shard_id in shard_ids:
-            found = self._speech_frames(shard_id, affinity_threshold)
+            found = self._shard_speech(shard_id)
             if found is not None and found.frames.size:
-                self.candidates.append(found)
-        if not self.candidates:
+                self.speech.append(found)
+        self.n_intervals = sum(-(-len(cache.shard(s).frames) // interval_frames) for s in shard_ids)
+        self.n_high_affinity = sum(int((s.affinity >= affinity_threshold).sum()) for s in self.speech)
+        if not self.speech:
             raise DataError(
                 "no speech found in the training recordings: the video–speech method needs "
-                "narration (check that ingest kept audio: ingest.audio: true)"
+                "narration (check that ingest kept audio: ingest.audio: true, and lower "
+                "pretrain.speech.affinity_threshold if the narration is sparse)"
             )
-        sizes = np.array([c.frames.size for c in self.candidates], dtype=np.float64)
-        self.shard_probs = sizes / sizes.sum()
+        # each high-affinity interval about equally often: shard weight = its number of them
+        weights = np.array([(s.affinity >= affinity_threshold).sum() for s in self.speech], np.float64)
+        self.shard_probs = weights / weights.sum()
+        self.length = pairs_per_epoch or pairs_per_interval * self.n_high_affinity
 
-    def _speech_frames(self, shard_id: str, threshold: float) -> _SpeechCandidates | None:
+    def _shard_speech(self, shard_id: str) -> _ShardSpeech | None:
         shard = self.cache.shard(shard_id)
         if shard.audio is None:
             return None
         vad = energy_vad(np.asarray(shard.audio), self.rate)  # (n_10ms,)
+        if not len(vad):
+            return None
         n = len(shard.frames)
-        times = np.arange(n) / shard.fps
-        vad_idx = np.minimum((times * 100).astype(int), max(len(vad) - 1, 0))
-        frame_speech = vad[vad_idx] if len(vad) else np.zeros(n, dtype=bool)  # (T,)
+        vad_idx = np.minimum((np.arange(n) / shard.fps * 100).astype(int), len(vad) - 1)
+        frame_speech = vad[vad_idx]  # (T,)
         interval = np.arange(n) // self.interval_frames
-        n_int = int(interval.max()) + 1
-        fraction = np.bincount(interval, weights=frame_speech, minlength=n_int) / np.bincount(
-            interval, minlength=n_int
-        )  # (n_intervals,)
-        self.n_intervals += n_int
-        self.n_high_affinity += int((fraction >= threshold).sum())
-        keep = frame_speech & (fraction[interval] >= threshold)
-        frames = np.flatnonzero(keep)
-        return _SpeechCandidates(shard_id, frames, fraction[interval[frames]])
+        affinity, _ = interval_affinity(frame_speech, float(self.interval_frames), self.threshold, frame_ms=1000.0)
+        keep = frame_speech & (affinity[interval] >= self.threshold)
+        return _ShardSpeech(shard_id, frame_speech, affinity, np.flatnonzero(keep))
 
     def set_epoch(self, epoch: int) -> None:
         """New draws every epoch (called by the training engine)."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.pairs_per_epoch
+        return self.length
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        cand = self.candidates[rng.choice(len(self.candidates), p=self.shard_probs)]
-        k = rng.integers(cand.frames.size)
-        frame = int(cand.frames[k])
-        shard = self.cache.shard(cand.shard)
-        # speech window centred on the frame's time, clamped to its interval
+    def _window(self, shard, frame: int) -> np.ndarray:
+        """(window,) float32 centred on ``frame``'s time, clamped to its interval, zero-padded."""
         start_f = (frame // self.interval_frames) * self.interval_frames
         lo = int(start_f / shard.fps * self.rate)
         hi = int(min(start_f + self.interval_frames, len(shard.frames)) / shard.fps * self.rate)
         centre = int(frame / shard.fps * self.rate)
         begin = min(max(centre - self.window // 2, lo), max(hi - self.window, lo))
-        audio = np.zeros(self.window, dtype=np.float32)
+        out = np.zeros(self.window, dtype=np.float32)
         piece = np.asarray(shard.audio[begin : begin + self.window], dtype=np.float32)
-        audio[: piece.size] = piece
+        out[: piece.size] = piece
+        return out
+
+    def _frame_in(self, rng: np.random.Generator, sp: _ShardSpeech, interval: int, avoid: int) -> int:
+        """A speech frame of ``interval`` other than ``avoid`` when there is one, else any frame."""
+        lo = interval * self.interval_frames
+        hi = min(lo + self.interval_frames, sp.frame_speech.size)
+        speech = lo + np.flatnonzero(sp.frame_speech[lo:hi])
+        others = speech[np.abs(speech - avoid) > 0]
+        pool = others if others.size else np.arange(lo, hi)
+        return int(rng.choice(pool))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        sp = self.speech[rng.choice(len(self.speech), p=self.shard_probs)]
+        frame = int(rng.choice(sp.frames))
+        shard = self.cache.shard(sp.shard)
+        interval = frame // self.interval_frames
+        hard_pos = self._frame_in(rng, sp, interval, avoid=frame)
+        n_int = sp.affinity.size
+        deltas = [d for d in range(-self.hard_negative_range + 1, self.hard_negative_range) if d and 0 <= interval + d < n_int]
+        neg_interval = interval + int(rng.choice(deltas)) if deltas else interval
+        hard_neg = self._frame_in(rng, sp, neg_interval, avoid=-1)
         video = torch.from_numpy(np.array(shard.frames[frame], dtype=np.float32) / 255.0)
         return {
             "video": video[None, None],  # (C=1, T=1, H, W)
-            "audio": torch.from_numpy(audio),  # (n_samples,)
-            "affinity": torch.tensor(float(cand.affinity[k])),
+            "audio": torch.from_numpy(self._window(shard, frame)),  # (n_samples,)
+            "audio_hard_pos": torch.from_numpy(self._window(shard, hard_pos)),
+            "audio_hard_neg": torch.from_numpy(self._window(shard, hard_neg)),
+            "affinity": torch.tensor(float(sp.affinity[interval])),
+            "interval": torch.tensor(interval),
+            "neg_interval": torch.tensor(neg_interval),
+            "frame": torch.tensor(frame),
+            "hard_pos_frame": torch.tensor(hard_pos),
+            "hard_neg_frame": torch.tensor(hard_neg),
             "subject": torch.tensor(self.subjects.index(shard.subject)),
             "index": torch.tensor(index),
         }
