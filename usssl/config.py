@@ -114,17 +114,22 @@ class OptimizerConfig(Strict):
 
 
 class EncoderConfig(Strict):
-    """A video encoder: ``(B, C, T, H, W) -> (B, D)``."""
+    """A video encoder: ``(B, C, T, H, W) -> (B, D)``; 2-D encoders run per frame, averaged over time."""
 
-    name: Literal["tiny2d"] = "tiny2d"
-    width: int = Field(16, ge=4, description="channels of the first block")
-    dim: int = Field(64, ge=8, description="embedding size D")
+    name: Literal["tiny2d", "se_resnext50", "se_resnext50_half"] = Field(
+        "tiny2d", description="tiny2d (tests, demo) or the papers' SE-ResNeXt-50 with dilation (half: width 0.5)"
+    )
+    width: int = Field(16, ge=4, description="tiny2d: channels of the first block")
+    dim: int = Field(64, ge=8, description="tiny2d: embedding size D (SE-ResNeXt: 2048, half 1024)")
+    dilate_last: int = Field(1, ge=0, le=2, description="SE-ResNeXt: last stages dilated instead of strided")
 
 
 class SpeechConfig(Strict):
-    """Speech windows and their spectrogram encoder."""
+    """Speech windows and their encoder (a spectrogram CNN, or wav2vec2 / HuBERT from a local folder)."""
 
-    encoder: Literal["tiny_spec"] = "tiny_spec"
+    encoder: Literal["tiny_spec", "se_resnext50", "se_resnext50_half", "wav2vec2", "hubert"] = "tiny_spec"
+    pretrained_path: str | None = Field(None, description="wav2vec2/hubert: local save_pretrained folder")
+    freeze: bool | int = Field(True, description="wav2vec2/hubert: true, false, or N top layers trainable")
     window_s: float = Field(0.6, gt=0, description="speech window length (paper: 0.6 s)")
     n_fft: int = Field(256, ge=32)
     hop_ms: float = Field(5.0, gt=0)
@@ -134,6 +139,14 @@ class SpeechConfig(Strict):
     affinity_threshold: float = Field(0.5, ge=0, le=1, description="high affinity: speech fraction >=")
     pairs_per_interval: int = Field(2, ge=1, description="K pair groups per high-affinity interval (paper: 2)")
     hard_negative_range: int = Field(5, ge=2, description="D: hard negatives from intervals T+δ, 0<|δ|<D")
+
+
+    @model_validator(mode="after")
+    def _pretrained_needs_path(self) -> "SpeechConfig":
+        if self.encoder in ("wav2vec2", "hubert") and not self.pretrained_path:
+            raise ValueError(f"encoder '{self.encoder}' needs pretrained_path: a local folder saved with "
+                             "save_pretrained (usssl never downloads weights)")
+        return self
 
 
 class PretrainConfig(Strict):

@@ -18,3 +18,26 @@ def test_frame_encoder_shape_and_time_average():
 def test_speech_encoder_shape():
     enc = build_speech_encoder("tiny_spec", 4, 10)
     assert enc(torch.rand(3, 1, 32, 32)).shape == (3, 10)
+
+
+def test_se_resnext50_matches_the_reference_size_and_dilation():
+    from usssl.models.seresnext import se_resnext50
+
+    net = se_resnext50(in_channels=1)
+    n_params = sum(p.numel() for p in net.parameters())
+    # SE-ResNeXt-50 32×4d has 27.56 M parameters with its 1000-class FC (2.05 M) and RGB stem
+    assert 25.4e6 < n_params < 25.6e6
+    half = se_resnext50(width=0.5)
+    assert half.out_dim == 1024 and net.out_dim == 2048
+    x = torch.rand(1, 1, 64, 96)
+    with torch.no_grad():
+        assert half.feature_map(x).shape == (1, 1024, 4, 6)  # output stride 16: last stage dilated
+        assert se_resnext50(width=0.5, dilate_last=0).feature_map(x).shape[2:] == (2, 3)  # stride 32
+        assert se_resnext50(width=0.5, dilate_last=2).feature_map(x).shape[2:] == (8, 12)  # stride 8
+
+
+def test_video_encoder_by_name():
+    enc = build_encoder(EncoderConfig(name="se_resnext50_half"))
+    with torch.no_grad():
+        assert enc.eval()(torch.rand(2, 1, 2, 32, 32)).shape == (2, 1024)
+    assert enc.out_dim == 1024

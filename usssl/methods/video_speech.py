@@ -27,6 +27,21 @@ from usssl.models.encoders import build_encoder, build_speech_encoder
 from usssl.speech.frontend import LogSpectrogram
 
 
+class _Resample(nn.Module):
+    """(B, N) at ``rate`` → (B, N') at ``target`` (identity when equal)."""
+
+    def __init__(self, rate: int, target: int) -> None:
+        super().__init__()
+        self.rate, self.target = rate, target
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        if self.rate == self.target:
+            return audio
+        import torchaudio.functional as AF
+
+        return AF.resample(audio, self.rate, self.target)
+
+
 def projection_head(in_dim: int, out_dim: int) -> nn.Module:
     """MLP projection h: one hidden layer with a nonlinearity (the paper's head)."""
     return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
@@ -57,10 +72,15 @@ class VideoSpeechModule(L.LightningModule):
         self.save_hyperparameters({"cfg": cfg.model_dump(mode="json"), "audio_rate": audio_rate})
         self.cfg = cfg
         self.encoder = build_encoder(cfg.encoder)
-        self.speech_encoder = build_speech_encoder(cfg.speech.encoder, cfg.encoder.width, cfg.encoder.dim)
-        self.frontend = LogSpectrogram(
-            audio_rate, cfg.speech.n_fft, cfg.speech.win_ms, cfg.speech.hop_ms, cfg.speech.spec_size
-        )
+        sp = cfg.speech
+        if sp.encoder in ("wav2vec2", "hubert"):  # raw 16 kHz audio in, pooled embedding out
+            from usssl.speech.pretrained import load_speech_model
+
+            self.speech_encoder = load_speech_model(sp.encoder, sp.pretrained_path, freeze=sp.freeze)
+            self.frontend = _Resample(audio_rate, 16000)
+        else:
+            self.speech_encoder = build_speech_encoder(sp.encoder, cfg.encoder.width, cfg.encoder.dim)
+            self.frontend = LogSpectrogram(audio_rate, sp.n_fft, sp.win_ms, sp.hop_ms, sp.spec_size)
         self.video_head = projection_head(self.encoder.out_dim, cfg.projection_dim)
         self.speech_head = projection_head(self.speech_encoder.out_dim, cfg.projection_dim)
         self.augment = ClipAugment() if cfg.augment else None
@@ -71,7 +91,7 @@ class VideoSpeechModule(L.LightningModule):
         if self.training and self.augment is not None:
             video = self.augment(video)
         video = (video - 0.5) / 0.25  # roughly standardised
-        spec = self.frontend(batch["audio"])  # (B, 1, F, T')
+        spec = self.frontend(batch["audio"])  # (B, 1, F, T'), or (B, N) 16 kHz for wav2vec2/HuBERT
         return self.video_head(self.encoder(video)), self.speech_head(self.speech_encoder(spec))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -64,15 +64,23 @@ class FrameEncoder(nn.Module):
         return self.image_encoder(frames).view(b, t, -1).mean(dim=1)
 
 
+def build_image_encoder(name: str, in_channels: int = 1, width: int = 16, dim: int = 64,
+                        dilate_last: int = 1) -> nn.Module:
+    """A 2-D encoder ``(B, C, H, W) -> (B, out_dim)`` by name (video frames and spectrograms)."""
+    if name in ("tiny2d", "tiny_spec"):
+        return TinyCNN2d(in_channels, width, dim)
+    if name in ("se_resnext50", "se_resnext50_half"):
+        from usssl.models.seresnext import se_resnext50
+
+        return se_resnext50(in_channels, width=0.5 if name.endswith("half") else 1.0, dilate_last=dilate_last)
+    raise ValueError(f"unknown encoder {name!r}")
+
+
 def build_encoder(cfg: EncoderConfig, in_channels: int = 1) -> nn.Module:
-    """A video encoder ``(B, C, T, H, W) -> (B, cfg.dim)`` from its config."""
-    if cfg.name == "tiny2d":
-        return FrameEncoder(TinyCNN2d(in_channels, cfg.width, cfg.dim))
-    raise ValueError(f"unknown encoder {cfg.name!r}")
+    """A video encoder ``(B, C, T, H, W) -> (B, D)`` from its config."""
+    return FrameEncoder(build_image_encoder(cfg.name, in_channels, cfg.width, cfg.dim, cfg.dilate_last))
 
 
 def build_speech_encoder(name: str, width: int, dim: int) -> nn.Module:
-    """A spectrogram encoder ``(B, 1, F, T') -> (B, dim)``."""
-    if name == "tiny_spec":
-        return TinyCNN2d(1, width, dim)
-    raise ValueError(f"unknown speech encoder {name!r}")
+    """A spectrogram encoder ``(B, 1, F, T') -> (B, out_dim)`` (same family as the video encoder)."""
+    return build_image_encoder(name, 1, width, dim)

@@ -1,0 +1,69 @@
+"""VideoSpeechModule: one training step with each speech encoder kind; the affinity gate."""
+
+import os
+
+import pytest
+import torch
+
+from usssl.config import PretrainConfig
+from usssl.methods.video_speech import VideoSpeechModule
+
+
+def batch(b=6, rate=16000, affinity=1.0):
+    g = torch.Generator().manual_seed(0)
+    return {"video": torch.rand(b, 1, 1, 32, 32, generator=g),
+            "audio": torch.randn(b, int(0.6 * rate), generator=g) * 0.1,
+            "affinity": torch.full((b,), affinity)}
+
+
+def step(module, data):
+    logged = {}
+    module.log = lambda name, value, **kw: logged.__setitem__(name, float(torch.as_tensor(value).detach()))
+    loss = module.training_step(data, 0)
+    return loss, logged
+
+
+def tiny_cfg(**speech):
+    return PretrainConfig.model_validate({"encoder": {"width": 4, "dim": 16}, "projection_dim": 8,
+                                          "speech": {"spec_size": [32, 32], **speech}})
+
+
+def test_spectrogram_encoder_step_logs_every_term_and_reaches_both_encoders():
+    torch.manual_seed(0)
+    module = VideoSpeechModule(tiny_cfg(), audio_rate=16000)
+    loss, logged = step(module, batch())
+    loss.backward()
+    assert set(logged) == {"train/loss", "train/contrastive", "train/affinity_high", "train/embedding_std"}
+    assert logged["train/affinity_high"] == 1.0 and 0 < logged["train/embedding_std"] < 1
+    assert torch.isfinite(loss) and loss.item() > 0
+    assert module.encoder.image_encoder.fc.weight.grad.abs().sum() > 0
+    assert module.speech_encoder.fc.weight.grad.abs().sum() > 0
+
+
+def test_low_affinity_batch_contributes_nothing():
+    module = VideoSpeechModule(tiny_cfg(), audio_rate=16000)
+    loss, logged = step(module, batch(affinity=0.1))
+    assert loss.item() == 0.0 and logged["train/affinity_high"] == 0.0
+
+
+def test_local_wav2vec2_speech_encoder(tmp_path):
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    transformers = pytest.importorskip("transformers")
+    tiny = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8),
+                num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**tiny)).save_pretrained(tmp_path)
+    module = VideoSpeechModule(tiny_cfg(encoder="wav2vec2", pretrained_path=str(tmp_path), freeze=True),
+                               audio_rate=8000)  # resampled to 16 kHz inside
+    loss, _ = step(module, batch(rate=8000))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None for p in module.speech_encoder.parameters())  # frozen
+    assert module.speech_head[0].weight.grad is not None
+
+
+def test_wav2vec2_without_path_is_a_config_error():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs pretrained_path"):
+        tiny_cfg(encoder="hubert")
