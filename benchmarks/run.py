@@ -56,7 +56,7 @@ def main() -> None:
         t = timed(lambda: [av[i] for i in range(512)])
         rows.append(("cache: draw frame–speech pairs", f"{t / 512 * 1e6:.0f} µs/pair", f"{512 / t:.0f} pairs/s"))
         module = VideoSpeechModule(PretrainConfig(), audio_rate=int(cache.settings["audio_rate"]))
-        opt = module.configure_optimizers()
+        opt = module.configure_optimizers()["optimizer"]
         batch = next(iter(DataLoader(av, batch_size=64)))
         module.log = lambda *a, **k: None  # outside a Trainer
 

@@ -111,6 +111,11 @@ class OptimizerConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
+    scheduler: Literal["none", "step", "multistep", "cosine"] = Field("none", description="per-epoch lr schedule")
+    step_epochs: int = Field(20, ge=1, description="step: epochs between decays")
+    milestones: list[int] = Field(default_factory=lambda: [20, 35], description="multistep: decay epochs")
+    gamma: float = Field(0.1, gt=0, le=1, description="step/multistep: lr factor at each decay")
+    cosine_epochs: int = Field(100, ge=1, description="cosine: epochs to anneal to 0")
 
 
 class EncoderConfig(Strict):
@@ -131,7 +136,8 @@ class SpeechConfig(Strict):
     pretrained_path: str | None = Field(None, description="wav2vec2/hubert: local save_pretrained folder")
     freeze: bool | int = Field(True, description="wav2vec2/hubert: true, false, or N top layers trainable")
     window_s: float = Field(0.6, gt=0, description="speech window length (paper: 0.6 s)")
-    n_fft: int = Field(256, ge=32)
+    resample_to: int | None = Field(None, ge=8000, description="resample speech first (paper: 24000 Hz)")
+    n_fft: int = Field(256, ge=32, description="FFT size (paper: 510 → 256 frequency bands)")
     hop_ms: float = Field(5.0, gt=0)
     win_ms: float = Field(10.0, gt=0)
     spec_size: tuple[int, int] = Field((64, 64), description="spectrogram resized to F x T'")

@@ -67,3 +67,18 @@ def test_wav2vec2_without_path_is_a_config_error():
 
     with pytest.raises(ValidationError, match="needs pretrained_path"):
         tiny_cfg(encoder="hubert")
+
+
+def test_paper_yaml_builds_the_paper_network():
+    from pathlib import Path
+
+    from usssl.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "pipelines" / "paper" / "video_speech.yaml")
+    module = VideoSpeechModule(cfg.stage("pretrain"), audio_rate=24000)
+    assert module.encoder.out_dim == 2048 and module.speech_encoder.out_dim == 2048
+    with torch.no_grad():
+        spec = module.frontend(torch.randn(1, int(0.6 * 24000)))
+    assert spec.shape == (1, 1, 256, 256)
+    opt = module.configure_optimizers()
+    assert isinstance(opt["optimizer"], torch.optim.SGD) and opt["lr_scheduler"]["scheduler"].step_size == 20

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from usssl.data.transforms import ClipAugment
-from usssl.methods.video_speech import build_optimizer
+from usssl.engine.optim import configure_optimization
 
 
 def label_fraction_indices(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
@@ -98,12 +98,12 @@ class PlaneClassifier(L.LightningModule):
         self.log("train/accuracy", acc, on_step=True, on_epoch=True, batch_size=size)
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> dict:
         groups = [{"params": list(self.head.parameters())}]
         if not self.freeze_encoder:
             groups.append({"params": list(self.encoder.parameters()),
                            "lr": self.optimizer_cfg.lr * self.encoder_lr_scale})
-        return build_optimizer(groups, self.optimizer_cfg)
+        return configure_optimization(groups, self.optimizer_cfg)
 
 
 @torch.no_grad()

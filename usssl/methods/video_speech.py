@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from usssl.config import PretrainConfig
+from usssl.engine.optim import configure_optimization
 from usssl.data.transforms import ClipAugment
 from usssl.methods.losses import info_nce
 from usssl.models.encoders import build_encoder, build_speech_encoder
@@ -47,15 +48,6 @@ def projection_head(in_dim: int, out_dim: int) -> nn.Module:
     return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
 
 
-def build_optimizer(params, cfg) -> torch.optim.Optimizer:
-    """Optimizer from an ``OptimizerConfig``."""
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
 class VideoSpeechModule(L.LightningModule):
     """Video encoder + speech encoder + projection heads, trained with gated InfoNCE.
 
@@ -80,7 +72,8 @@ class VideoSpeechModule(L.LightningModule):
             self.frontend = _Resample(audio_rate, 16000)
         else:
             self.speech_encoder = build_speech_encoder(sp.encoder, cfg.encoder.width, cfg.encoder.dim)
-            self.frontend = LogSpectrogram(audio_rate, sp.n_fft, sp.win_ms, sp.hop_ms, sp.spec_size)
+            self.frontend = LogSpectrogram(audio_rate, sp.n_fft, sp.win_ms, sp.hop_ms, sp.spec_size,
+                                           resample_to=sp.resample_to)
         self.video_head = projection_head(self.encoder.out_dim, cfg.projection_dim)
         self.speech_head = projection_head(self.speech_encoder.out_dim, cfg.projection_dim)
         self.augment = ClipAugment() if cfg.augment else None
@@ -108,5 +101,5 @@ class VideoSpeechModule(L.LightningModule):
         self.log("train/embedding_std", emb_std, on_step=True, on_epoch=True, batch_size=size)
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.parameters(), self.cfg.optimizer)
+    def configure_optimizers(self) -> dict:
+        return configure_optimization(self.parameters(), self.cfg.optimizer)
