@@ -61,3 +61,22 @@ def test_doctor_reports_versions_and_tracking(capsys, monkeypatch):
     assert "torch       2.14.1" in out
     assert "tracking    http://127.0.0.1:9" in out
     assert "h264: yes" in out
+
+
+def test_deidentify_command_writes_pseudonymous_copies_and_keeps_report_outside(tmp_path, capsys, monkeypatch):
+    sys.path.insert(0, str(REPO / "tests" / "io"))
+    from fixtures_dicom import ramp_frames, region, write_dicom
+
+    monkeypatch.setenv("USSSL_SUBJECT_KEY", "cli-test")
+    src = tmp_path / "src" / "Smith_John"
+    src.mkdir(parents=True)
+    write_dicom(src / "Smith_John_1.dcm", ramp_frames(), regions=[region((0, 0, 32, 24))])
+    out = tmp_path / "shared"
+    assert main(["deidentify", str(tmp_path / "src"), "--out", str(out)]) == 0
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) == 1 and "Smith" not in str(files[0].relative_to(out))
+    assert b"Smith" not in files[0].read_bytes()
+    report = (tmp_path / "shared.deid-report.csv").read_text()
+    assert "Smith_John/Smith_John_1.dcm" in report and ",ok," in report
+    assert main(["deidentify", str(tmp_path / "src"), "--out", str(out), "--report", str(out / "r.csv")]) == 2
+    assert "keep it outside --out" in capsys.readouterr().err

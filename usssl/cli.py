@@ -1,4 +1,4 @@
-"""The ``usssl`` command: run, validate, synth, ingest, doctor.
+"""The ``usssl`` command: run, validate, synth, ingest, deidentify, doctor.
 
 Errors a user can fix (a config typo, a missing file, unreadable data) print one clear message and
 exit with code 2 (config) or 1 (data), without a traceback. Heavy libraries (torch, lightning,
@@ -103,6 +103,29 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deidentify(args: argparse.Namespace) -> int:
+    import csv
+
+    from usssl.privacy.deid import deidentify_tree
+
+    src, dst = Path(args.source), Path(args.out)
+    if not src.is_dir():
+        raise ConfigError(f"usssl deidentify: {src} is not a folder")
+    report_path = Path(args.report) if args.report else dst.parent / f"{dst.name}.deid-report.csv"
+    if dst.resolve() in report_path.resolve().parents:
+        raise ConfigError("usssl deidentify: the report maps source paths to outputs; keep it outside --out")
+    report = deidentify_tree(src, dst, date_shift_days=args.shift_dates, allow_burned_in=args.allow_burned_in)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(report_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["source", "output", "status", "reason"])
+        writer.writeheader()
+        writer.writerows(report.rows)
+    print(f"de-identified {report.count('ok')} file(s) into {dst}; refused {report.count('refused')}, "
+          f"failed {report.count('failed')}. Report (keep it with the source data): {report_path}")
+    print("Header de-identification does not clean burned-in pixels: check the images before sharing.")
+    return 0 if report.count("ok") else 1
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     import importlib.metadata
     import platform
@@ -123,6 +146,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print("codecs      " + ", ".join(f"{c}: {'yes' if ok else 'no'}" for c, ok in codecs.items()))
     except ImportError:
         print("codecs      PyAV missing: video cannot be read")
+    try:
+            from pydicom.pixels import get_decoder
+
+            decoders = {"JPEG baseline": "1.2.840.10008.1.2.4.50", "JPEG lossless": "1.2.840.10008.1.2.4.70",
+                        "JPEG-LS": "1.2.840.10008.1.2.4.80", "JPEG 2000": "1.2.840.10008.1.2.4.90",
+                        "RLE": "1.2.840.10008.1.2.5"}
+            print("dicom       " + ", ".join(f"{n}: {'yes' if get_decoder(uid).is_available else 'no'}"
+                                             for n, uid in decoders.items()))
+    except ImportError:
+        print("dicom       pydicom missing: DICOM cannot be read")
     import torch
 
     if torch.cuda.is_available():
@@ -179,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-audio", action="store_true", help="drop narration (it may contain names)")
     p.add_argument("--overwrite", action="store_true", help="replace a cache written with other settings")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("deidentify", help="write de-identified copies of DICOMs for sharing (PS3.15 basic profile)")
+    p.add_argument("source", help="folder of DICOM files")
+    p.add_argument("--out", required=True, help="output folder (pseudonymous names)")
+    p.add_argument("--shift-dates", type=int, metavar="DAYS", help="shift dates by DAYS instead of removing them")
+    p.add_argument("--allow-burned-in", action="store_true",
+                   help="also write files marked BurnedInAnnotation=YES without an imaging region")
+    p.add_argument("--report", help="CSV report path (default: beside --out, never inside it)")
+    p.set_defaults(func=cmd_deidentify)
 
     p = sub.add_parser("doctor", help="versions, codecs, GPU and tracking set-up")
     p.set_defaults(func=cmd_doctor)

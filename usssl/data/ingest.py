@@ -33,6 +33,7 @@ from usssl.config import IngestConfig
 from usssl.data import cache as cache_io
 from usssl.data.splits import split_subjects, subject_split
 from usssl.errors import CacheMismatchError, DataError, UssslError
+from usssl.io.dicom import DICOM_EXTENSIONS, dicom_subject_id, read_dicom
 from usssl.io.recording import Recording
 from usssl.io.tables import Tables, load_tables
 from usssl.io.video import VIDEO_EXTENSIONS, read_video, relative_source
@@ -41,8 +42,9 @@ from usssl.privacy.region import check_box, crop_resize, imaging_mask, map_point
 
 log = logging.getLogger(__name__)
 
-# Later readers (DICOM, NIfTI) join here: extension -> reader(path, root, *, audio, audio_rate).
+# Later readers (NIfTI) join here: extension -> reader(path, root, *, audio, audio_rate).
 READERS: dict[str, Callable[..., Recording]] = {ext: read_video for ext in VIDEO_EXTENSIONS}
+READERS |= {ext: read_dicom for ext in DICOM_EXTENSIONS}
 REGION_SAMPLES = 60  # frames spread over a recording for the imaging-region detection
 FROZEN_MAD = 0.5  # mean absolute grey-level difference below which a frame repeats the last one
 IN_MEMORY_BYTES = 1 << 28  # recordings smaller than this are decoded once, not twice
@@ -61,13 +63,17 @@ class IngestSummary:
 
 def find_recordings(sources: list[Path]) -> list[tuple[Path, Path]]:
     """(file, root) for each supported file: a file is its own root's child, a folder is searched
-    recursively. Hidden files are ignored; duplicates are kept once."""
+    recursively. Hidden files are ignored; duplicates are kept once. In a synthetic corpus (a folder
+    with ``corpus.json``) only ``videos/`` is read: ``dicom/`` holds the same scans again."""
     found: dict[Path, tuple[Path, Path]] = {}
     for src in map(Path, sources):
         if src.is_file():
             found.setdefault(src.resolve(), (src, src.parent))
         elif src.is_dir():
+            corpora = [c.parent for c in src.rglob("corpus.json")]
             for path in sorted(src.rglob("*")):
+                if any(c in path.parents and c / "videos" not in path.parents for c in corpora):
+                    continue
                 if path.suffix.lower() in READERS and path.is_file() and not path.name.startswith("."):
                     found.setdefault(path.resolve(), (path, src))
         else:
@@ -165,6 +171,8 @@ def _make_jobs(files: list[tuple[Path, Path]], tables: Tables, key: bytes, out: 
     for (path, root), source in zip(files, sources):
         stem = path.stem
         patient_id = tables.subjects.get(stem)
+        if patient_id is None and path.suffix.lower() in DICOM_EXTENSIONS:
+            patient_id = dicom_subject_id(path)  # PatientID, else StudyInstanceUID; hashed below
         unnamed += patient_id is None
         subject = pseudonym(patient_id if patient_id is not None else stem, key, kind="subject")
         shard_key = str(path.resolve()) if source in clashes else source
@@ -337,6 +345,8 @@ def _crop_box(rec: Recording, crop, frames: np.ndarray | None) -> tuple[tuple, n
             return check_box(crop, rec.height, rec.width), None
         except ValueError as exc:
             raise DataError(f"{rec.source}: ingest.crop: {exc}") from None
+    if rec.meta.get("region_box") is not None:  # DICOM ultrasound region: no detection needed
+        return check_box(rec.meta["region_box"], rec.height, rec.width), None
     picks = np.linspace(0, rec.n_frames - 1, min(REGION_SAMPLES, rec.n_frames)).round().astype(int)
     picks = np.unique(picks)
     if frames is None:

@@ -1,0 +1,258 @@
+"""DICOM ultrasound (single- and multi-frame) through pydicom 3: frames, timing, imaging region.
+
+Frames are decoded lazily, one at a time, by :func:`pydicom.pixels.iter_pixels` on the file
+path, so a long cine never sits in memory whole. Output is uint8:
+
+- MONOCHROME2 as stored when unsigned 8-bit (no window); MONOCHROME1 inverted (white is always
+  "more echo");
+- more than 8 bits (or signed): the Modality LUT (rescale) is applied, then the first Window
+  Center/Width of the header (PS3.3 C.11.2.1.2 linear window) when present, else a min-max scaling
+  fixed from the **first frame** (so every frame of a recording gets the same mapping);
+- colour: luma (t, H, W) by default, as ``read_video``; with ``grayscale=False`` (t, H, W, 3)
+  RGB: YBR_FULL / YBR_FULL_422 are decoded as stored and converted by OpenCV (within 1 level of
+  pydicom's own conversion, several times faster), YBR_ICT / YBR_RCT by the JPEG 2000 decoder,
+  PALETTE COLOR through its lookup tables (16-bit entries are shifted to 8 bits).
+
+Frame rate, in this order (``meta["fps_source"]`` says which was used): Frame Time (0018,1063,
+ms per frame) → Frame Time Vector (0018,1065, mean of the increments after the first, which the
+standard defines as 0) → Cine Rate (0018,0040) → Recommended Display Frame Rate (0008,2144) → 30
+fps with a logged warning. Timestamps come from the Frame Time Vector when it has one entry per
+frame, else from the rate.
+
+Sequence of Ultrasound Regions (0018,6011) → ``meta["region_box"]``: the largest 2-D region
+(Region Spatial Format 1), end-exclusive (x0, y0, x1, y1), clamped to the image; ``spacing_mm``
+(row, column) from its Physical Delta Y/X only when both physical units are 3 (cm).
+
+Patient identifiers never enter the Recording: ``meta`` holds technical fields only. The subject
+id for pseudonymisation comes separately from :func:`dicom_subject_id`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from usssl.errors import DataError
+from usssl.io.dicom_frames import DicomFrames
+from usssl.io.recording import Recording
+from usssl.io.video import relative_source
+
+log = logging.getLogger(__name__)
+
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+FALLBACK_FPS = 30.0
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), end-exclusive
+UNSUPPORTED_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.6.2": "3-D volumes are not cine loops",  # Enhanced US Volume Storage
+    "1.2.840.10008.5.1.4.1.1.6.3": "photoacoustic volumes are not cine loops",  # Photoacoustic Image
+}
+_VIDEO_SYNTAXES = "1.2.840.10008.1.2.4.10"  # MPEG-2 (.100/.101), H.264 (.102-.106), HEVC (.107/.108)
+_HEADER_DEFER = "64 KB"  # large values (the pixel data) are skipped when the header is read
+
+
+def read_header(path: Path) -> Dataset:
+    """The dataset without loading large values (pixel data stays on disk).
+
+    Raises:
+        DataError: the file is not DICOM.
+    """
+    try:
+        try:
+            return pydicom.dcmread(path, defer_size=_HEADER_DEFER)
+        except InvalidDicomError:  # no 128-byte preamble: old files still parse with force
+            ds = pydicom.dcmread(path, defer_size=_HEADER_DEFER, force=True)
+            if "SOPClassUID" not in ds and "PixelData" not in ds:
+                raise InvalidDicomError("neither a SOP class nor pixel data") from None
+            return ds
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+        raise DataError(
+            f"{path}: not a readable DICOM file ({exc}); check that the file is complete "
+            "or remove it from the sources"
+        ) from None
+
+
+def dicom_subject_id(path: str | Path) -> str | None:
+    """PatientID (0010,0020), else StudyInstanceUID, of a DICOM file; None when neither is set.
+
+    For pseudonymisation only: hash it (``usssl.privacy.pseudonym``), never store or log it.
+    """
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                             specific_tags=["PatientID", "StudyInstanceUID"])  # fmt: skip
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError):
+        return None
+    for keyword in ("PatientID", "StudyInstanceUID"):
+        value = str(ds.get(keyword, "") or "").strip()
+        if value:
+            return value
+    return None
+
+
+def frame_timing(ds: Dataset, n_frames: int) -> tuple[float, np.ndarray | None, str]:
+    """(fps, timestamps (n_frames,) float64 seconds or None, the attribute the rate came from)."""
+    vector = None
+    if "FrameTimeVector" in ds and ds.FrameTimeVector is not None:
+        values = np.atleast_1d(np.asarray(ds.FrameTimeVector, dtype=np.float64))  # ms
+        if len(values) == n_frames and n_frames > 1 and np.all(values[1:] > 0):
+            vector = values[1:]  # the first entry is the (zero) time of the first frame
+    timestamps = None if vector is None else np.concatenate([[0.0], np.cumsum(vector)]) / 1000.0
+    frame_time = _positive(ds.get("FrameTime"))
+    if frame_time is not None:
+        return 1000.0 / frame_time, timestamps, "FrameTime"
+    if vector is not None:
+        return 1000.0 / float(vector.mean()), timestamps, "FrameTimeVector"
+    for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
+        rate = _positive(ds.get(keyword))
+        if rate is not None:
+            return rate, None, keyword
+    if n_frames > 1:
+        log.warning("a DICOM cine states no frame timing: assuming %.0f fps", FALLBACK_FPS)
+    return FALLBACK_FPS, None, "fallback"
+
+
+def _positive(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
+
+
+def ultrasound_region(ds: Dataset, height: int,
+                      width: int) -> tuple[Box | None, tuple[float, float] | None]:  # fmt: skip
+    """(box, spacing_mm) of the largest 2-D ultrasound region, or (None, None) without one.
+
+    The box is (x0, y0, x1, y1), end-exclusive (DICOM's Max corners are inclusive), clamped to the
+    (height, width) image; spacing_mm is (row, column) in mm, only for cm units (code 3).
+    """
+    best, best_area = None, 0
+    for region in ds.get("SequenceOfUltrasoundRegions") or []:
+        if region.get("RegionSpatialFormat") != 1:  # 1 = 2-D tissue or colour flow image
+            continue
+        try:
+            x0, y0 = int(region.RegionLocationMinX0), int(region.RegionLocationMinY0)
+            x1, y1 = int(region.RegionLocationMaxX1) + 1, int(region.RegionLocationMaxY1) + 1
+        except (AttributeError, TypeError, ValueError):
+            continue
+        box = (max(x0, 0), max(y0, 0), min(x1, width), min(y1, height))
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        if box[2] > box[0] and box[3] > box[1] and area > best_area:
+            overhang = max(-x0, -y0, x1 - width, y1 - height, 0)
+            best, best_area = (region, box, overhang), area
+    if best is None:
+        return None, None
+    region, box, overhang = best
+    if overhang > 2:  # vendors often state an inclusive max one pixel past the image: no warning
+        log.warning("an ultrasound region reaches outside its image: clamped to the image")
+    spacing = None
+    units = (region.get("PhysicalUnitsXDirection"), region.get("PhysicalUnitsYDirection"))
+    dx, dy = _positive(abs(float(region.get("PhysicalDeltaX") or 0))), _positive(
+        abs(float(region.get("PhysicalDeltaY") or 0)))  # fmt: skip
+    if units == (3, 3) and dx is not None and dy is not None:
+        spacing = (dy * 10.0, dx * 10.0)  # cm -> mm, (row, column)
+    return box, spacing
+
+
+def check_supported(ds: Dataset, path: Path) -> UID:
+    """The transfer syntax to decode, or DataError saying why this file cannot be read."""
+    sop = UID(str(ds.get("SOPClassUID", "") or ""))
+    sop_name = f"{sop.name} ({sop})" if sop else "no SOP class"
+    if sop in UNSUPPORTED_SOP_CLASSES:
+        why = UNSUPPORTED_SOP_CLASSES[sop]
+        raise DataError(f"{path}: SOP class {sop_name} is not supported ({why}); remove it from the "
+                        "sources")  # fmt: skip
+    if "PixelData" not in ds:
+        floats = "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
+        what = "float pixel data" if floats else "no pixel data"
+        raise DataError(f"{path}: {what} in this {sop_name} object; remove it from the sources")
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is None:  # raw dataset without file meta: its encoding is what was parsed
+        implicit = ds.original_encoding[0] if ds.original_encoding[0] is not None else True
+        syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    syntax = UID(syntax)
+    if str(syntax).startswith(_VIDEO_SYNTAXES):
+        raise DataError(f"{path}: {syntax.name} video inside DICOM ({sop_name}) is not supported yet; "
+                        "export the loop as uncompressed or JPEG DICOM, or as an mp4")  # fmt: skip
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise DataError(f"{path}: transfer syntax {syntax.name} ({syntax}) cannot be decoded") from None
+    if not decoder.is_available:
+        needs = "; ".join(decoder.missing_dependencies)
+        raise DataError(
+            f"{path}: no decoder installed for {syntax.name} ({sop_name}); install one of: {needs} "
+            "(e.g. pip install 'pylibjpeg>=2.0' 'pylibjpeg-libjpeg>=2.1')"
+        )
+    palette = ("RedPaletteColorLookupTableData" in ds or "SegmentedRedPaletteColorLookupTableData" in ds)
+    if ds.get("PhotometricInterpretation") == "PALETTE COLOR" and not palette:
+        raise DataError(f"{path}: PALETTE COLOR image without its colour lookup tables")
+    return syntax
+
+
+def read_dicom(path: str | Path, root: str | Path | None = None, *, grayscale: bool = True,
+               audio: bool = True, audio_rate: int | None = None) -> Recording:  # fmt: skip
+    """Open a DICOM file and return its lazy :class:`Recording` (module docstring: the rules).
+
+    Args:
+        path: the DICOM file.
+        root: the ingest root; ``Recording.source`` is ``path`` relative to it.
+        grayscale: colour frames as (t, H, W) luma (as ``read_video``) rather than (t, H, W, 3) RGB.
+        audio, audio_rate: accepted for the common reader signature; DICOM carries no narration.
+
+    Returns:
+        A Recording: uint8 frames (t, H, W), or (t, H, W, 3) RGB for colour without ``grayscale``;
+        fps, timestamps, spacing_mm, meta (format, modality, manufacturer, model, sop_class,
+        photometric, transfer_syntax, n_frames, bits_stored, burned_in_annotation, fps_source,
+        region_box) — no patient data.
+
+    Raises:
+        DataError: not DICOM, no pixel data, an unsupported SOP class or transfer syntax, or no
+            decoder installed for it; the message names the file and what to do.
+    """
+    path = Path(path)
+    ds = read_header(path)
+    syntax = check_supported(ds, path)
+    try:
+        height, width = int(ds.Rows), int(ds.Columns)
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        raise DataError(f"{path}: Rows, Columns or Number of Frames missing or invalid") from None
+    if n_frames < 1 or height < 1 or width < 1:
+        raise DataError(f"{path}: empty image ({n_frames} frames of {height} x {width})")
+    fps, timestamps, fps_source = frame_timing(ds, n_frames)
+    box, spacing = ultrasound_region(ds, height, width)
+    burned = str(ds.get("BurnedInAnnotation", "") or "").upper()
+    sop = UID(str(ds.get("SOPClassUID", "") or ""))
+    meta = {
+        "format": "dicom",
+        "modality": str(ds.get("Modality", "") or ""),
+        "manufacturer": str(ds.get("Manufacturer", "") or ""),
+        "model": str(ds.get("ManufacturerModelName", "") or ""),
+        "sop_class": sop.name if sop else "",
+        "photometric": str(ds.get("PhotometricInterpretation", "")),
+        "transfer_syntax": syntax.name,
+        "n_frames": n_frames,
+        "bits_stored": int(ds.get("BitsStored", 8) or 8),
+        "burned_in_annotation": {"YES": True, "NO": False}.get(burned),
+        "fps_source": fps_source,
+        "region_box": list(box) if box is not None else None,
+    }
+    has_meta = "TransferSyntaxUID" in getattr(ds, "file_meta", {})
+    return Recording(
+        source=relative_source(path, Path(root) if root is not None else None),
+        fps=float(fps),
+        n_frames=n_frames,
+        height=height,
+        width=width,
+        timestamps=timestamps if timestamps is not None else np.arange(n_frames) / fps,
+        spacing_mm=spacing,
+        meta=meta,
+        frame_source=DicomFrames(path, n_frames, str(syntax), has_meta, grayscale),
+    )
