@@ -101,8 +101,11 @@ def run_pretrain(cfg: PipelineConfig, pcfg, tracker: Tracker, resume: bool) -> d
                                  affinity_threshold=sp.affinity_threshold,
                                  pairs_per_epoch=pcfg.pairs_per_epoch, pairs_per_interval=sp.pairs_per_interval,
                                  hard_negative_range=sp.hard_negative_range, seed=cfg.seed)
+    from usssl.methods.distributed import is_main_process
+
     out = Path(cfg.output_dir) / "pretrain"
-    _write_json(out / "pretrain_data.json", {"split": "train", "shards": train, "subjects": dataset.subjects})
+    if is_main_process():
+        _write_json(out / "pretrain_data.json", {"split": "train", "shards": train, "subjects": dataset.subjects})
     high = dataset.n_high_affinity / max(dataset.n_intervals, 1)
     tracker.log_params({"method": pcfg.method, "n_train_shards": len(train)})
     tracker.log_metrics({"data/high_affinity_interval_fraction": high,
@@ -110,7 +113,7 @@ def run_pretrain(cfg: PipelineConfig, pcfg, tracker: Tracker, resume: bool) -> d
     loader = DataLoader(dataset, batch_size=pcfg.batch_size, shuffle=False, drop_last=True,
                         num_workers=cfg.trainer.num_workers)
     module = VideoSpeechModule(pcfg, audio_rate=int(cache.settings["audio_rate"]))
-    if not resume:
+    if not resume and is_main_process():
         shutil.rmtree(checkpoint_dir(cfg, "pretrain"), ignore_errors=True)
     trainer = build_trainer(cfg, "pretrain", tracker, pcfg.max_epochs, pcfg.max_steps)
     trainer.fit(module, loader, ckpt_path=resume_checkpoint(cfg, "pretrain") if resume else None)
@@ -157,6 +160,7 @@ def run_finetune(cfg: PipelineConfig, fcfg, tracker: Tracker, resume: bool) -> d
     from usssl.downstream.plane_detection import (PlaneClassifier, balanced_loader, balanced_weights,
                                                   fit_linear_probe, label_fraction_indices)
     from usssl.engine.trainer import build_trainer
+    from usssl.methods.distributed import is_main_process
 
     cache = Cache(cfg.cache_dir)
     n_classes = len(cache.classes)
@@ -191,11 +195,13 @@ def run_finetune(cfg: PipelineConfig, fcfg, tracker: Tracker, resume: bool) -> d
                     trainer = build_trainer(cfg, f"finetune/{tag}", tracker, fcfg.max_epochs,
                                             checkpoints=False, metric_prefix=f"{tag}/")
                     trainer.fit(model, loader)
-                _save_state({"model": model.state_dict(), **{k: v for k, v in entry.items() if k != "path"}}, path)
+                if is_main_process():
+                    _save_state({"model": model.state_dict(), **{k: v for k, v in entry.items() if k != "path"}}, path)
                 tracker.log_metrics({f"{tag}/train_seconds": time.time() - t0, f"{tag}/n_train": idx.size})
                 if cfg.tracking.log_checkpoints:
                     tracker.log_artifact(path, "checkpoints")
-    _write_json(out / "manifest.json", manifest)
+    if is_main_process():
+        _write_json(out / "manifest.json", manifest)
     return {"models": len(manifest)}
 
 
@@ -264,16 +270,45 @@ STAGES: dict[str, Callable[..., dict]] = {
 }
 
 
+TRAINING_STAGES = ("pretrain", "finetune")
+
+
+def _wait_for_stage(marker: Path, since: float | None, timeout_s: float = 24 * 3600) -> None:
+    """Block a non-main rank until the main process has finished an earlier stage."""
+    deadline = time.time() + timeout_s
+    while not (marker.is_file() and (since is None or marker.stat().st_mtime >= since)):
+        if time.time() > deadline:
+            from usssl.errors import UssslError
+
+            raise UssslError(f"waited {timeout_s:.0f} s for the main process to finish {marker.name}")
+        time.sleep(1.0)
+
+
 def run_pipeline(cfg: PipelineConfig, resume: bool = False) -> dict[str, Any]:
-    """Run every stage in order; returns each stage's summary under its kind, plus ``report``."""
+    """Run every stage in order; returns each stage's summary under its kind, plus ``report``.
+
+    Under multi-process training (torchrun, SLURM, Lightning's launcher) every rank runs this
+    function: only the main process ingests, evaluates, writes markers and logs; the other ranks
+    join the training stages once the main process has finished the stages before them.
+    """
+    from usssl.methods.distributed import is_main_process, launched_together
+
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    main = is_main_process()
+    started = None if resume or not launched_together() else time.time() - 2.0
     tracker = Tracker(cfg)
     results: dict[str, Any] = {"tracking_uri": tracker.uri, "output_dir": str(out.resolve())}
     t0 = time.time()
     with tracker.pipeline_run():
         for i, entry in enumerate(cfg.stages):
             done = out / "stages" / f"{i}-{entry.kind}.done.json"
+            if not main:
+                if entry.kind in TRAINING_STAGES:
+                    for j, earlier in enumerate(cfg.stages[:i]):
+                        _wait_for_stage(out / "stages" / f"{j}-{earlier.kind}.done.json", started)
+                    STAGES[entry.kind](cfg, entry.body, tracker, resume)
+                continue
             if resume and done.is_file():
                 log.info("stage %d (%s) already finished; skipping (--resume)", i, entry.kind)
                 results[entry.kind] = json.loads(done.read_text())

@@ -43,3 +43,21 @@ def launcher_rank() -> int:
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
     return 0
+
+
+def is_main_process() -> bool:
+    """True in the one process that ingests, evaluates, writes files and logs.
+
+    torchrun and SLURM start every rank at once (``RANK`` / ``SLURM_PROCID``); Lightning's own
+    launcher re-runs the command for ranks > 0 with ``LOCAL_RANK`` (and ``NODE_RANK``) set.
+    """
+    if launcher_rank() != 0:
+        return False
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def launched_together() -> bool:
+    """Whether all ranks were started at once by an external launcher (torchrun, SLURM)."""
+    return any(k in os.environ for k in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID")) and "RANK" in os.environ or (
+        "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ and os.environ["SLURM_NTASKS"] != "1"
+    )
