@@ -20,17 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from usssl.config_base import Strict
 from usssl.errors import ConfigError
+from usssl.methods.configs import CVRLConfig, OrderTransformConfig
 
 STAGE_NAMES = ("ingest", "pretrain", "finetune", "evaluate")
-
-
-class Strict(BaseModel):
-    """Base for every config section: unknown keys are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 # ----------------------------------------------------------------------------- data
@@ -121,11 +117,12 @@ class OptimizerConfig(Strict):
 class EncoderConfig(Strict):
     """A video encoder: ``(B, C, T, H, W) -> (B, D)``; 2-D encoders run per frame, averaged over time."""
 
-    name: Literal["tiny2d", "se_resnext50", "se_resnext50_half"] = Field(
-        "tiny2d", description="tiny2d (tests, demo) or the papers' SE-ResNeXt-50 with dilation (half: width 0.5)"
+    name: Literal["tiny2d", "se_resnext50", "se_resnext50_half", "tiny3d", "r3d_18", "r2plus1d_18", "r3d_50"] = Field(
+        "tiny2d", description="2-D per frame: tiny2d (tests, demo), se_resnext50(_half) (the ultrasound papers); "
+        "3-D clip: tiny3d, r3d_18, r2plus1d_18, r3d_50 (CVRL)"
     )
-    width: int = Field(16, ge=4, description="tiny2d: channels of the first block")
-    dim: int = Field(64, ge=8, description="tiny2d: embedding size D (SE-ResNeXt: 2048, half 1024)")
+    width: int = Field(16, ge=4, description="tiny2d/tiny3d: channels of the first block")
+    dim: int = Field(64, ge=8, description="tiny2d/tiny3d: embedding size D (others: their own width)")
     dilate_last: int = Field(1, ge=0, le=2, description="SE-ResNeXt: last stages dilated instead of strided")
 
 
@@ -158,7 +155,9 @@ class SpeechConfig(Strict):
 class PretrainConfig(Strict):
     """Self-supervised pretraining on the training subjects only."""
 
-    method: Literal["video_speech"] = "video_speech"
+    method: Literal["video_speech", "order_transform", "cvrl"] = Field(
+        "video_speech", description="video_speech (Jiao MICCAI 2020), order_transform (Jiao ISBI 2020), cvrl (Qian CVPR 2021)"
+    )
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     speech: SpeechConfig = Field(default_factory=SpeechConfig)
     temperature: float = Field(0.1, gt=0)
@@ -170,6 +169,8 @@ class PretrainConfig(Strict):
         2048, ge=16, description="pairs drawn per epoch; null: K per high-affinity interval"
     )
     augment: bool = Field(True, description="temporally consistent flip/affine/gamma on the video")
+    order_transform: OrderTransformConfig = Field(default_factory=OrderTransformConfig)
+    cvrl: CVRLConfig = Field(default_factory=CVRLConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
 
 

@@ -83,36 +83,58 @@ def run_ingest(cfg: PipelineConfig, icfg, tracker: Tracker, resume: bool) -> dic
 
 
 # ----------------------------------------------------------------------------- pretrain
+def pretrain_setup(cfg: PipelineConfig, pcfg, cache) -> tuple[Any, Any, dict[str, float]]:
+    """The training-split dataset, the LightningModule and data metrics for ``pcfg.method``."""
+    train = cache.shard_ids("train")  # held-out subjects never reach pretraining
+    if pcfg.method == "video_speech":
+        from usssl.data.datasets import AudioVisualDataset
+        from usssl.methods.video_speech import VideoSpeechModule
+
+        sp = pcfg.speech
+        dataset = AudioVisualDataset(cache, train, split="train", window_s=sp.window_s,
+                                     interval_frames=sp.interval_frames,
+                                     affinity_threshold=sp.affinity_threshold,
+                                     pairs_per_epoch=pcfg.pairs_per_epoch, pairs_per_interval=sp.pairs_per_interval,
+                                     hard_negative_range=sp.hard_negative_range, seed=cfg.seed)
+        metrics = {"data/high_affinity_interval_fraction": dataset.n_high_affinity / max(dataset.n_intervals, 1),
+                   "data/n_speech_frames": sum(s.frames.size for s in dataset.speech)}
+        return dataset, VideoSpeechModule(pcfg, audio_rate=int(cache.settings["audio_rate"])), metrics
+    from usssl.data.samplers import ClipDataset, ClipPairDataset
+
+    if pcfg.method == "order_transform":
+        from usssl.methods.order_transform import OrderTransformModule
+
+        ot = pcfg.order_transform
+        dataset = ClipDataset(cache, train, "train", clip_frames=ot.clip_frames, stride=ot.frame_stride,
+                              clips_per_epoch=pcfg.pairs_per_epoch or 2048, seed=cfg.seed)
+        return dataset, OrderTransformModule(pcfg), {}
+    from usssl.methods.cvrl import CVRLModule
+
+    cv = pcfg.cvrl
+    dataset = ClipPairDataset(cache, train, "train", clip_frames=cv.clip_frames, stride=cv.stride,
+                              pairs_per_epoch=cv.pairs_per_epoch, seed=cfg.seed)
+    return dataset, CVRLModule(pcfg), {}
+
+
 def run_pretrain(cfg: PipelineConfig, pcfg, tracker: Tracker, resume: bool) -> dict:
     import lightning as L
     from torch.utils.data import DataLoader
 
     from usssl.data.cache import Cache
-    from usssl.data.datasets import AudioVisualDataset
     from usssl.engine.trainer import build_trainer, checkpoint_dir, resume_checkpoint
-    from usssl.methods.video_speech import VideoSpeechModule
+    from usssl.methods.distributed import is_main_process
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     cache = Cache(cfg.cache_dir)
-    train = cache.shard_ids("train")  # held-out subjects never reach pretraining
-    sp = pcfg.speech
-    dataset = AudioVisualDataset(cache, train, split="train", window_s=sp.window_s,
-                                 interval_frames=sp.interval_frames,
-                                 affinity_threshold=sp.affinity_threshold,
-                                 pairs_per_epoch=pcfg.pairs_per_epoch, pairs_per_interval=sp.pairs_per_interval,
-                                 hard_negative_range=sp.hard_negative_range, seed=cfg.seed)
-    from usssl.methods.distributed import is_main_process
-
+    dataset, module, data_metrics = pretrain_setup(cfg, pcfg, cache)
     out = Path(cfg.output_dir) / "pretrain"
     if is_main_process():
-        _write_json(out / "pretrain_data.json", {"split": "train", "shards": train, "subjects": dataset.subjects})
-    high = dataset.n_high_affinity / max(dataset.n_intervals, 1)
-    tracker.log_params({"method": pcfg.method, "n_train_shards": len(train)})
-    tracker.log_metrics({"data/high_affinity_interval_fraction": high,
-                         "data/n_speech_frames": sum(s.frames.size for s in dataset.speech)})
+        _write_json(out / "pretrain_data.json", {"split": "train", "shards": cache.shard_ids("train"),
+                                                 "subjects": dataset.subjects, "method": pcfg.method})
+    tracker.log_params({"method": pcfg.method, "n_train_shards": len(cache.shard_ids("train"))})
+    tracker.log_metrics(data_metrics)
     loader = DataLoader(dataset, batch_size=pcfg.batch_size, shuffle=False, drop_last=True,
                         num_workers=cfg.trainer.num_workers)
-    module = VideoSpeechModule(pcfg, audio_rate=int(cache.settings["audio_rate"]))
     if not resume and is_main_process():
         shutil.rmtree(checkpoint_dir(cfg, "pretrain"), ignore_errors=True)
     trainer = build_trainer(cfg, "pretrain", tracker, pcfg.max_epochs, pcfg.max_steps)

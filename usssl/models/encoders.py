@@ -77,7 +77,11 @@ def build_image_encoder(name: str, in_channels: int = 1, width: int = 16, dim: i
 
 
 def build_encoder(cfg: EncoderConfig, in_channels: int = 1) -> nn.Module:
-    """A video encoder ``(B, C, T, H, W) -> (B, D)`` from its config."""
+    """A video encoder ``(B, C, T, H, W) -> (B, D)`` from its config (2-D per frame, or 3-D)."""
+    from usssl.models.video3d import VIDEO3D_NAMES, build_video3d
+
+    if cfg.name in VIDEO3D_NAMES:
+        return build_video3d(cfg.name, in_channels, cfg.width, cfg.dim)
     return FrameEncoder(build_image_encoder(cfg.name, in_channels, cfg.width, cfg.dim, cfg.dilate_last))
 
 

@@ -1,0 +1,13 @@
+"""The base of every config model: unknown keys are errors, values are validated on assignment.
+
+Kept apart from ``usssl.config`` so that method-specific settings (``usssl.methods.configs``) can
+subclass it without an import cycle.
+"""
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -1,0 +1,92 @@
+"""Method-specific settings of the clip order + transform pretext and of CVRL.
+
+The lead adds ``order_transform: OrderTransformConfig`` and ``cvrl: CVRLConfig`` to
+``PretrainConfig``; the encoder, optimizer and ``projection_dim`` stay in ``PretrainConfig``.
+Where a paper does not fix a value the field says so ("ours").
+
+    >>> OrderTransformConfig(variant="disentangled", max_rotation_deg=20)
+    >>> CVRLConfig(clip_frames=8, stride=2)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from usssl.config_base import Strict
+
+
+class OrderTransformConfig(Strict):
+    """Clip order + affine transform pretext (Jiao, Droste, Drukker, Papageorghiou, Noble, ISBI 2020).
+
+    Affine ranges are symmetric (± the maximum) except ``scale_range``; the paper does not state
+    them, nor the norm of L_trans, so every one is a field with a sensible default (ours).
+    """
+
+    variant: Literal["siamese", "disentangled"] = Field(
+        "siamese", description="siamese: two branches (order on the shuffled clip, transform on original + "
+        "transformed) sharing the encoder; disentangled: one network predicts both from one shuffled and "
+        "transformed clip and its untransformed copy")
+    clip_frames: int = Field(4, ge=2, le=6, description="frames per clip; n!/2 order classes (paper: 4 → 12)")
+    frame_stride: int = Field(8, ge=1, description="temporal down-sampling between clip frames (paper: 8 at 30 fps)")
+    fusion: Literal["frames", "clip"] = Field(
+        "frames", description="order features: 'frames' encodes each frame and concatenates them in clip order "
+        "(works with 2-D encoders); 'clip' encodes the whole clip at once (needs a 3-D encoder)")
+    max_translation: float = Field(0.1, ge=0, lt=0.5, description="translation drawn in ± this fraction of W and H")
+    scale_range: tuple[float, float] = Field((0.8, 1.2), description="isotropic scale drawn uniformly in [min, max]")
+    max_rotation_deg: float = Field(15.0, ge=0, lt=90, description="rotation drawn in ± this many degrees")
+    max_shear_deg: float = Field(10.0, ge=0, lt=45, description="horizontal shear angle drawn in ± this many degrees")
+    crop: float = Field(1.0, gt=0, le=1, description="fraction of H and W kept from the centre of both the original "
+                        "and the transformed clip, hiding the padded borders a network could read τ from (ours)")
+    loss_norm: Literal["l1", "l2"] = Field(
+        "l2", description="L_trans on range-normalised parameters: l1 = mean |τ̂−τ|, l2 = mean (τ̂−τ)²")
+    order_weight: float = Field(1.0, ge=0, description="weight of L_ord (paper: 1)")
+    transform_weight: float = Field(1.0, ge=0, description="weight of L_trans (paper: 1)")
+    branch_dim: int = Field(256, ge=8, description="width of each task branch's layers on top of the shared encoder")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> "OrderTransformConfig":
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_range must satisfy 0 < min <= max, got {list(self.scale_range)}")
+        if self.order_weight == 0 and self.transform_weight == 0:
+            raise ValueError("order_weight and transform_weight are both 0: nothing to learn")
+        return self
+
+
+class CVRLConfig(Strict):
+    """CVRL (Qian et al., CVPR 2021): two clips of one video, NT-Xent over the global batch.
+
+    Augmentation follows the paper's temporally consistent recipe adapted to grayscale ultrasound:
+    saturation, hue and the grayscale conversion have no meaning on one channel and are replaced by
+    a gamma jitter (ours).
+    """
+
+    clip_frames: int = Field(16, ge=1, description="frames per clip n (paper: 16)")
+    stride: int = Field(2, ge=1, description="temporal stride between clip frames (paper: 2)")
+    temperature: float = Field(0.1, gt=0, description="NT-Xent temperature τ (paper: 0.1)")
+    head_layers: int = Field(3, ge=0, description="hidden [Linear, BN, ReLU] blocks of the MLP head (paper: 3)")
+    head_hidden_dim: int | None = Field(
+        None, ge=8, description="width of the head's hidden layers; null: the encoder's out_dim (paper: 2048)")
+    pairs_per_epoch: int = Field(2048, ge=2, description="clip pairs drawn per epoch")
+    crop_area: tuple[float, float] = Field((0.3, 1.0), description="random resized crop: area fraction range")
+    crop_aspect: tuple[float, float] = Field((0.5, 2.0), description="random resized crop: aspect ratio range")
+    flip_p: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    jitter_p: float = Field(0.8, ge=0, le=1, description="probability of the intensity jitter (paper: 0.8)")
+    brightness: float = Field(0.8, ge=0, lt=1, description="brightness factor drawn in [1−b, 1+b] (paper: 0.8)")
+    contrast: float = Field(0.8, ge=0, lt=1, description="contrast factor drawn in [1−c, 1+c] (paper: 0.8)")
+    gamma: float = Field(0.4, ge=0, description="gamma drawn log-uniformly in [1/(1+g), 1+g] (ours, for hue)")
+    blur_p: float = Field(0.5, ge=0, le=1, description="probability of a Gaussian blur (paper: 0.5)")
+    blur_sigma: tuple[float, float] = Field(
+        (0.1, 2.0), description="blur σ range in pixels at 224 px, scaled with the frame size (paper: 0.1–2)")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> "CVRLConfig":
+        for name in ("crop_area", "crop_aspect", "blur_sigma"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must satisfy 0 < min <= max, got [{lo}, {hi}]")
+        if self.crop_area[1] > 1:
+            raise ValueError(f"crop_area max must be <= 1, got {self.crop_area[1]}")
+        return self
