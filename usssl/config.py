@@ -95,6 +95,8 @@ class IngestConfig(Strict):
     crop: Literal["auto", "none"] | tuple[int, int, int, int] = Field(
         "auto", description="'auto' (ultrasound regions or motion), 'none', or [x0, y0, x1, y1]"
     )
+    drop_frozen: bool = Field(False, description="drop frozen/duplicate frames (always flagged in flags.npy bit 0)")
+    drop_doppler: bool = Field(False, description="drop colour-Doppler frames (always flagged in flags.npy bit 1)")
     split: SplitConfig = Field(default_factory=SplitConfig)
     workers: int = Field(2, ge=1)
     overwrite: bool = False

@@ -106,6 +106,8 @@ def test_real_dicoms_ingest_or_report_a_reason(tmp_path):
     for source, row in report.iterrows():
         if row["status"] == "ok":  # fps None keeps every frame: the header's frame count
             assert row["n_frames"] == meta[source]["number_of_frames"], source
+        elif source == "fo-dicom/GH364.dcm":  # BurnedInAnnotation YES, no ultrasound region
+            assert "BurnedInAnnotation is YES" in row["reason"] and "ingest.crop: [x0, y0, x1, y1]" in row["reason"]
         else:
             assert "no decoder installed" in row["reason"] and source in row["reason"]
     assert summary.n_ok >= 18

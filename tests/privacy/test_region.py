@@ -6,6 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -15,11 +16,25 @@ import fixtures_video as fx  # noqa: E402
 from usssl.io.video import read_video  # noqa: E402
 from usssl.privacy.region import (  # noqa: E402
     check_box,
+    colour_fraction,
     crop_resize,
     detect_imaging_region,
     imaging_mask,
     map_points,
+    static_mask,
 )
+
+MARKER_X, MARKER_Y = 60, 62  # a caliper "+" inside the fan, below the blob's path
+
+
+def with_marker(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``frames`` with a static bright "+" (9 px arms) drawn into every frame, and its (H, W) mask."""
+    marker = np.zeros(frames.shape[1:], bool)
+    marker[MARKER_Y - 4 : MARKER_Y + 5, MARKER_X] = True
+    marker[MARKER_Y, MARKER_X - 4 : MARKER_X + 5] = True
+    out = frames.copy()
+    out[:, marker] = 230
+    return out, marker
 
 
 def _assert_fan_box(box):
@@ -111,3 +126,58 @@ def test_check_box_rejects_boxes_outside_the_frame():
     for bad in [(0, 0, 11, 10), (5, 0, 5, 10), (-1, 0, 4, 4)]:
         with pytest.raises(ValueError, match="crop box"):
             check_box(bad, 10, 10)
+
+
+def test_static_marker_inside_a_moving_fan_is_found():
+    frames, marker = with_marker(fx.render(40))
+    assert fx.fan_mask()[marker].all()  # the marker sits on moving speckle
+    region = imaging_mask(frames)
+    assert region[marker].all()  # a static marker inside the fan does not change the region
+    static = static_mask(frames, region)
+    assert static is not None and static[marker].all() and marker.sum() == 17
+    ring = cv2.dilate(marker.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert not (static & ~ring).any()  # only the marker and its 1-pixel rim
+    assert static.sum() <= ring.sum() == 11 * 3 * 2 - 9  # two 11 x 3 bars crossing
+    assert static_mask(fx.render(40), region) is None  # moving speckle: nothing static
+
+
+def test_static_mask_rules():
+    frames, marker = with_marker(fx.render(40))
+    inside = np.zeros(marker.shape, bool)
+    inside[: MARKER_Y + 1] = True  # a region that ends at the marker's horizontal arm
+    static = static_mask(frames, inside)
+    assert not static[MARKER_Y + 1 :].any() and static[marker & inside].all()
+    assert static_mask(frames[:4], imaging_mask(frames)) is None  # too few frames to tell
+    speck = fx.render(40)
+    speck[:, 50:52, 50:52] = 200  # 4 static pixels: a chance speck, not an overlay
+    assert static_mask(speck, fx.fan_mask()) is None
+    dark = fx.render(40)
+    dark[:, 60:70, 40:56] = 20  # constant but darker than the floor: background
+    assert static_mask(dark, fx.fan_mask()) is None
+    text = static_mask(fx.render(40))  # the whole frame: the burned-in text below the fan
+    ys, xs = np.nonzero(text)
+    assert ys.min() >= fx.TEXT_BOX[1] - 1 and fx.TEXT_BOX[0] - 1 <= xs.min() and xs.max() <= fx.TEXT_BOX[2]
+
+
+def test_a_still_recording_is_not_masked(caplog):
+    still = np.repeat(fx.render(1), 12, axis=0)
+    with caplog.at_level(logging.WARNING, logger="usssl.privacy.region"):
+        assert static_mask(still) is None
+    assert "static-pixel masking skipped" in caplog.text
+
+
+def test_colour_fraction_counts_coloured_pixels_in_the_region():
+    grey = np.repeat(fx.render(3)[..., None], 3, axis=-1)  # (3, H, W, 3), R = G = B
+    assert colour_fraction(grey).tolist() == [0.0, 0.0, 0.0]
+    coloured = grey.copy()
+    coloured[1, :48, :, 0] = 255  # top half of frame 1 red-tinted
+    coloured[1, :48, :, 1:] = 40
+    coloured[2, :10, :10] = (140, 120, 110)  # low chroma (30 < 48): not coloured
+    keep = np.zeros((fx.SIZE, fx.SIZE), bool)
+    keep[:, :48] = True
+    np.testing.assert_allclose(colour_fraction(coloured), [0.0, 0.5, 0.0])
+    np.testing.assert_allclose(colour_fraction(coloured, keep), [0.0, 0.5, 0.0])
+    keep[48:] = False  # only the red quarter
+    np.testing.assert_allclose(colour_fraction(coloured, keep), [0.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="RGB"):
+        colour_fraction(grey[..., 0])

@@ -9,6 +9,11 @@ Layout (docs/architecture.md)::
           shards/<id>/frames.npy  uint8 (T, H, W)      labels.npy int16 (T,), -1 unlabelled
                       audio.npy   float32 (N,)         gaze.npy   float32 (T, 2), NaN absent
                       flags.npy   uint8 (T,)           shard.json the shard's index row
+          DATA_CARD.md        counts, settings and de-identification of this cache (no paths)
+
+flags.npy bits: ``FLAG_FROZEN`` (1) frozen/duplicate frame, ``FLAG_DOPPLER`` (2) colour Doppler.
+``spacing_mm_x`` / ``spacing_mm_y`` are the cached pixel's width / height in mm (after crop and
+resize), NaN when the source states no physical spacing.
 
 Every write is atomic: a shard is built in ``shards/.tmp-<id>/`` and renamed into place, and the
 json/parquet/csv files are written to a temporary name and ``os.replace``d, so a killed ingest
@@ -31,11 +36,14 @@ import pandas as pd
 
 from usssl.errors import DataError
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: static pixels inside the region blanked, Doppler flag, spacing_mm columns
 INDEX_COLUMNS = [
     "shard", "subject", "split", "fps", "n_frames", "height", "width",
-    "has_audio", "has_speech", "n_labelled", "digest",
+    "has_audio", "has_speech", "n_labelled", "digest", "spacing_mm_x", "spacing_mm_y",
 ]  # fmt: skip
+OPTIONAL_COLUMNS = {"spacing_mm_x": np.nan, "spacing_mm_y": np.nan}  # filled in when a writer omits them
+FLAG_FROZEN, FLAG_DOPPLER = 1, 2  # flags.npy bits: frozen/duplicate frame, colour Doppler frame
+DATA_CARD_FILE = "DATA_CARD.md"
 REPORT_COLUMNS = ["source", "shard", "status", "reason", "n_frames"]
 SETTINGS_FILE, INDEX_FILE, SPLITS_FILE, REPORT_FILE = (
     "cache.json", "index.parquet", "splits.json", "ingest_report.csv",
@@ -55,8 +63,15 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_index(root: Path, index: pd.DataFrame) -> None:
-    """Write ``index.parquet`` atomically (columns ``INDEX_COLUMNS``, in that order)."""
+    """Write ``index.parquet`` atomically (columns ``INDEX_COLUMNS``, in that order; missing
+    ``OPTIONAL_COLUMNS`` are filled with their default)."""
+    index = _with_optional(index)
     _replace_atomic(Path(root) / INDEX_FILE, lambda tmp: index[INDEX_COLUMNS].to_parquet(tmp, index=False))
+
+
+def _with_optional(index: pd.DataFrame) -> pd.DataFrame:
+    missing = {k: v for k, v in OPTIONAL_COLUMNS.items() if k not in index.columns}
+    return index.assign(**missing) if missing else index
 
 
 def write_report(root: Path, report: pd.DataFrame) -> Path:
@@ -172,7 +187,8 @@ class Shard:
         fps: cached frame rate; audio_rate: sample rate of ``audio`` in Hz.
         frames: uint8 (T, H, W) memmap.  audio: float32 (N,) memmap or None, sample 0 at frame 0.
         labels: int16 (T,), -1 unlabelled.  gaze: float32 (T, 2) x, y cached pixels, NaN absent.
-        flags: uint8 (T,), bit 0 = frozen/duplicate frame.
+        flags: uint8 (T,), bit 0 (``FLAG_FROZEN``) frozen/duplicate frame, bit 1 (``FLAG_DOPPLER``)
+            colour Doppler frame.
     """
 
     id: str
@@ -216,7 +232,7 @@ class Cache:
     @cached_property
     def index(self) -> pd.DataFrame:
         """One row per recording, columns ``INDEX_COLUMNS``."""
-        return pd.read_parquet(self.root / INDEX_FILE)
+        return _with_optional(pd.read_parquet(self.root / INDEX_FILE))
 
     @cached_property
     def splits(self) -> dict[str, list[str]]:

@@ -6,6 +6,8 @@ yields blocks of frames, so a one-hour scan never sits in memory whole.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -53,6 +55,18 @@ class Recording:
         if self.frame_source is None:
             raise ValueError(f"{self.source}: this Recording has no frame source")
         yield from self.frame_source(chunk)
+
+    def as_colour(self) -> Recording | None:
+        """This recording with frames decoded as (t, H, W, 3) RGB, or None when it cannot.
+
+        A frame source that can decode colour has a ``grayscale`` attribute (the video and DICOM
+        sources do); the copy sets it to False. Metadata, timing and audio are shared.
+        """
+        if self.frame_source is None or not hasattr(self.frame_source, "grayscale"):
+            return None
+        source = copy.copy(self.frame_source)
+        source.grayscale = False
+        return dataclasses.replace(self, frame_source=source)
 
     @property
     def duration_s(self) -> float:

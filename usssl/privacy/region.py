@@ -7,6 +7,12 @@ varies over time (its convex hull, :func:`imaging_mask`). Cropping to the mask's
 blanking the pixels outside the mask removes the burned-in text from the cache, including text
 in the corners of the box beside the fan's narrow top.
 
+Inside the region, pixels that stay constant over the whole recording (calipers, body markers,
+burned-in text or a logo inside the box) identify patients and give pretext tasks a shortcut:
+:func:`static_mask` finds them, and ingest blanks them with the region mask. Colour Doppler
+frames are recognised by the share of strongly coloured pixels in the region
+(:func:`colour_fraction`).
+
 Boxes are ``(x0, y0, x1, y1)`` in source pixels, end-exclusive: ``frame[y0:y1, x0:x1]``.
 """
 
@@ -146,3 +152,99 @@ def map_points(xy: np.ndarray, box: Box, size: tuple[int, int]) -> np.ndarray:
     xy = np.asarray(xy, dtype=np.float64)
     scale = np.array([size[1] / (x1 - x0), size[0] / (y1 - y0)])
     return ((xy - np.array([x0, y0]) + 0.5) * scale - 0.5).astype(np.float32)
+
+
+STATIC_STD = 2.0  # grey levels: at most this temporal std is "constant" (lossy JPEG flickers ~1)
+STATIC_FLOOR = 32.0  # mean grey level below which a constant pixel is background, not an overlay
+STATIC_MIN_PIXELS = 6  # smaller connected static sets are chance specks, not overlays
+STATIC_MAX_FRACTION = 0.5  # more static than this share of the bright region: a still recording
+STATIC_MIN_FRAMES = 5  # fewer sampled frames cannot tell an overlay from still anatomy
+CHROMA_MIN = 48  # max(R, G, B) - min(R, G, B) from which a pixel counts as coloured
+
+
+def _temporal_stats(frames: np.ndarray, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel mean and standard deviation over time of (t, H, W) frames, float64 (H, W) each,
+    accumulated in integers chunk by chunk (exact, and a long sample never becomes one big float array)."""
+    total = np.zeros(frames.shape[1:], np.int64)
+    squares = np.zeros(frames.shape[1:], np.int64)
+    for i in range(0, len(frames), chunk):
+        part = frames[i : i + chunk].astype(np.int32)  # (c, H, W); exact for uint8 (c * 255**2 < 2**31)
+        total += part.sum(axis=0)
+        squares += (part * part).sum(axis=0)
+    mean = total / len(frames)
+    return mean, np.sqrt(np.clip(squares / len(frames) - mean * mean, 0, None))
+
+
+def static_mask(
+    frames: np.ndarray,
+    inside: np.ndarray | None = None,
+    *,
+    max_std: float = STATIC_STD,
+    floor: float = STATIC_FLOOR,
+    min_pixels: int = STATIC_MIN_PIXELS,
+    max_fraction: float = STATIC_MAX_FRACTION,
+    min_frames: int = STATIC_MIN_FRAMES,
+) -> np.ndarray | None:
+    """Overlay pixels inside the imaging region that never change (calipers, markers, text).
+
+    A pixel is static when its temporal standard deviation over ``frames`` (spread over the whole
+    recording) is at most ``max_std`` and its mean is at least ``floor`` (dark constant pixels
+    are background and already 0-ish). The static set is closed with a 3 x 3 kernel (joins the
+    strokes of a glyph), connected sets smaller than ``min_pixels`` are dropped (chance specks in
+    still anatomy), and the rest is dilated by one pixel to take the anti-aliased rim of text.
+
+    Args:
+        frames: (t, H, W) uint8 grey frames spread over the recording.
+        inside: (H, W) bool imaging region (mask or box); None: the whole frame.
+        max_std, floor, min_pixels: the rules above.
+        max_fraction: when more than this share of the region's bright pixels is static the
+            recording itself barely moves (a frozen loop); nothing is masked (warning logged).
+        min_frames: with fewer frames nothing is masked (a still image has no "constant").
+
+    Returns:
+        (H, W) bool pixels to blank, or None when there is none (or the rule does not apply).
+    """
+    if frames.ndim != 3:
+        raise ValueError(f"frames must be (t, H, W), got shape {frames.shape}")
+    if len(frames) < min_frames:
+        return None
+    region = np.ones(frames.shape[1:], bool) if inside is None else np.asarray(inside, bool)
+    mean, std = _temporal_stats(frames)  # (H, W) each
+    bright = region & (mean >= floor)
+    static = (bright & (std <= max_std)).astype(np.uint8)
+    if not static.any():
+        return None
+    if static.sum() > max_fraction * bright.sum():
+        log.warning("static pixels: %.0f%% of the imaging region never changes (a still recording?): "
+                    "static-pixel masking skipped", 100.0 * static.sum() / bright.sum())  # fmt: skip
+        return None
+    static = cv2.morphologyEx(static, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(static, connectivity=8)
+    big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= min_pixels)
+    big = big[big > 0]  # label 0 is the background
+    if not big.size:
+        return None
+    static = np.isin(labels, big).astype(np.uint8)
+    return cv2.dilate(static, np.ones((3, 3), np.uint8)).astype(bool) & region
+
+
+def colour_fraction(frames: np.ndarray, keep: np.ndarray | None = None,
+                    chroma: int = CHROMA_MIN) -> np.ndarray:  # fmt: skip
+    """Share of each frame's pixels (inside ``keep``) that are strongly coloured.
+
+    Args:
+        frames: (t, H, W, 3) uint8 RGB.
+        keep: (H, W) bool pixels to count (the imaging region); None: every pixel.
+        chroma: a pixel is coloured when max(R, G, B) - min(R, G, B) >= ``chroma``.
+
+    Returns:
+        (t,) float64 in [0, 1]; grey frames give 0.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (t, H, W, 3) RGB, got shape {frames.shape}")
+    spread = frames.max(axis=-1).astype(np.int16) - frames.min(axis=-1)  # (t, H, W)
+    coloured = spread >= chroma
+    if keep is None:
+        return coloured.mean(axis=(1, 2))
+    keep = np.asarray(keep, bool)
+    return (coloured & keep).sum(axis=(1, 2)) / max(int(keep.sum()), 1)
