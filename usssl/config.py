@@ -154,6 +154,24 @@ class SpeechConfig(Strict):
         return self
 
 
+class VideoSpeechConfig(Strict):
+    """The video–speech losses (Jiao et al., MICCAI 2020): L = α·L_cls + β·L_cont + γ·L_ord."""
+
+    contrastive: Literal["infonce", "infonce_hard", "eq2_clamped"] = Field(
+        "infonce_hard", description="infonce: symmetric CLIP-style; infonce_hard: + the hard negative in the "
+        "denominator (safe Eq. 2); eq2_clamped: Eq. 2 with its numerator clamped")
+    normalize: bool = Field(True, description="L2-normalise embeddings (the paper: raw dot products)")
+    alpha: float = Field(1.0, ge=0, description="weight of L_cls, the 2-way correspondence classifier")
+    beta: float = Field(1.0, ge=0, description="weight of L_cont")
+    gamma: float = Field(1.0, ge=0, description="weight of L_ord, 4-frame order (12 classes) on all intervals")
+    order_stride: int = Field(4, ge=1, description="cached frames between the 4 frames of the order clip")
+    self_paced: Literal["gate", "spl_hard", "spl_linear"] = Field(
+        "gate", description="gate: cross-modal terms on high-affinity pairs only (the paper); spl_*: also "
+        "weight pairs by their loss against a growing pace (ours)")
+    pace_start: float = Field(2.0, gt=0, description="spl: initial pace λ (loss units)")
+    pace_growth: float = Field(1.3, ge=1, description="spl: λ multiplied by this every epoch")
+
+
 class PretrainConfig(Strict):
     """Self-supervised pretraining on the training subjects only."""
 
@@ -171,6 +189,7 @@ class PretrainConfig(Strict):
         2048, ge=16, description="pairs drawn per epoch; null: K per high-affinity interval"
     )
     augment: bool = Field(True, description="temporally consistent flip/affine/gamma on the video")
+    video_speech: VideoSpeechConfig = Field(default_factory=VideoSpeechConfig)
     order_transform: OrderTransformConfig = Field(default_factory=OrderTransformConfig)
     cvrl: CVRLConfig = Field(default_factory=CVRLConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)

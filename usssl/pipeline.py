@@ -95,7 +95,9 @@ def pretrain_setup(cfg: PipelineConfig, pcfg, cache) -> tuple[Any, Any, dict[str
                                      interval_frames=sp.interval_frames,
                                      affinity_threshold=sp.affinity_threshold,
                                      pairs_per_epoch=pcfg.pairs_per_epoch, pairs_per_interval=sp.pairs_per_interval,
-                                     hard_negative_range=sp.hard_negative_range, seed=cfg.seed)
+                                     hard_negative_range=sp.hard_negative_range, seed=cfg.seed,
+                                     order_frames=4 if pcfg.video_speech.gamma > 0 else 0,
+                                     order_stride=pcfg.video_speech.order_stride)
         metrics = {"data/high_affinity_interval_fraction": dataset.n_high_affinity / max(dataset.n_intervals, 1),
                    "data/n_speech_frames": sum(s.frames.size for s in dataset.speech)}
         return dataset, VideoSpeechModule(pcfg, audio_rate=int(cache.settings["audio_rate"])), metrics

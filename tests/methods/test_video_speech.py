@@ -13,6 +13,8 @@ def batch(b=6, rate=16000, affinity=1.0):
     g = torch.Generator().manual_seed(0)
     return {"video": torch.rand(b, 1, 1, 32, 32, generator=g),
             "audio": torch.randn(b, int(0.6 * rate), generator=g) * 0.1,
+            "audio_hard_neg": torch.randn(b, int(0.6 * rate), generator=g) * 0.1,
+            "order_clip": torch.rand(b, 1, 4, 32, 32, generator=g),
             "affinity": torch.full((b,), affinity)}
 
 
@@ -33,17 +35,36 @@ def test_spectrogram_encoder_step_logs_every_term_and_reaches_both_encoders():
     module = VideoSpeechModule(tiny_cfg(), audio_rate=16000)
     loss, logged = step(module, batch())
     loss.backward()
-    assert set(logged) == {"train/loss", "train/contrastive", "train/affinity_high", "train/embedding_std"}
+    assert set(logged) == {f"train/{k}" for k in ("loss", "contrastive", "cls", "order_ce", "order_acc",
+                                                    "affinity_high", "embedding_std", "pairs_admitted", "pace")}
     assert logged["train/affinity_high"] == 1.0 and 0 < logged["train/embedding_std"] < 1
     assert torch.isfinite(loss) and loss.item() > 0
+    # α = β = γ = 1: the total is the sum of the three terms
+    total = logged["train/contrastive"] + logged["train/cls"] + logged["train/order_ce"]
+    assert logged["train/loss"] == pytest.approx(total, rel=1e-5)
+    assert logged["train/order_ce"] == pytest.approx(__import__("math").log(12), abs=0.5)
     assert module.encoder.image_encoder.fc.weight.grad.abs().sum() > 0
     assert module.speech_encoder.fc.weight.grad.abs().sum() > 0
 
 
-def test_low_affinity_batch_contributes_nothing():
+def test_low_affinity_batch_keeps_only_the_video_order_term():
     module = VideoSpeechModule(tiny_cfg(), audio_rate=16000)
     loss, logged = step(module, batch(affinity=0.1))
-    assert loss.item() == 0.0 and logged["train/affinity_high"] == 0.0
+    assert logged["train/affinity_high"] == 0.0
+    assert logged["train/contrastive"] == 0.0 and logged["train/cls"] == 0.0
+    assert loss.item() == pytest.approx(logged["train/order_ce"], rel=1e-6)  # L_ord runs on every interval
+
+
+def test_self_paced_option_logs_a_growing_pace():
+    cfg = tiny_cfg()
+    cfg.video_speech.self_paced = "spl_hard"
+    cfg.video_speech.pace_start = 0.5
+    module = VideoSpeechModule(cfg, audio_rate=16000)
+    _, logged = step(module, batch())
+    assert logged["train/pace"] == pytest.approx(0.5) and logged["train/pairs_admitted"] < 1.0
+    module.on_train_epoch_end()
+    _, logged = step(module, batch())
+    assert logged["train/pace"] == pytest.approx(0.5 * 1.3)
 
 
 def test_local_wav2vec2_speech_encoder(tmp_path):

@@ -56,7 +56,9 @@ class AudioVisualDataset(Dataset):
     - ``audio_hard_pos``: a window at another speech time of the same interval T;
     - ``audio_hard_neg``: a window from a nearby interval T + δ of the same scan, 0 < |δ| < D
       (``hard_negative_range``), centred on a speech time there when it has one;
-    - ``affinity``: T's speech fraction (the VAD frames flagged as speech).
+    - ``affinity``: T's speech fraction (the VAD frames flagged as speech);
+    - ``order_clip`` (when ``order_frames`` > 0): (1, order_frames, H, W) frames ``order_stride``
+      apart from a uniformly drawn place in the same scan, any affinity (the order task's input).
 
     Frames are drawn at times the energy VAD marks as speech, inside intervals whose affinity is
     at least ``affinity_threshold`` (the paper's gate); each interval is drawn about equally often
@@ -90,8 +92,11 @@ class AudioVisualDataset(Dataset):
         pairs_per_interval: int = 2,
         hard_negative_range: int = 5,
         seed: int = 0,
+        order_frames: int = 0,
+        order_stride: int = 4,
     ) -> None:
         _check_split(cache, shard_ids, split)
+        self.order_frames, self.order_stride = order_frames, order_stride
         if hard_negative_range < 2:
             raise ValueError("hard_negative_range D must be >= 2 (0 < δ < D)")
         self.cache = cache
@@ -177,7 +182,14 @@ class AudioVisualDataset(Dataset):
         neg_interval = interval + int(rng.choice(deltas)) if deltas else interval
         hard_neg = self._frame_in(rng, sp, neg_interval, avoid=-1)
         video = torch.from_numpy(np.array(shard.frames[frame], dtype=np.float32) / 255.0)
-        return {
+        item = {}
+        if self.order_frames:  # L_ord's clip: any interval of this scan, frames in time order
+            n = len(shard.frames)
+            span = (self.order_frames - 1) * self.order_stride
+            start = int(rng.integers(max(n - span, 1)))
+            idx = np.minimum(start + self.order_stride * np.arange(self.order_frames), n - 1)
+            item["order_clip"] = torch.from_numpy(np.asarray(shard.frames[idx], np.float32) / 255.0)[None]
+        return item | {
             "video": video[None, None],  # (C=1, T=1, H, W)
             "audio": torch.from_numpy(self._window(shard, frame)),  # (n_samples,)
             "audio_hard_pos": torch.from_numpy(self._window(shard, hard_pos)),

@@ -21,6 +21,7 @@ def info_nce(
     b: torch.Tensor,
     temperature: float = 0.1,
     weight: torch.Tensor | None = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """Symmetric InfoNCE between paired embeddings.
 
@@ -30,9 +31,10 @@ def info_nce(
         temperature: τ > 0 dividing the cosine similarities.
         weight: optional (B,) per-pair weights (e.g. an affinity gate); the loss is their
             weighted mean over the local pairs. All pairs still act as negatives.
+        reduction: ``mean`` (weighted mean) or ``none`` ((B,) per-pair losses, unweighted).
 
     Returns:
-        scalar loss.
+        scalar loss, or (B,) with ``reduction="none"``.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -47,6 +49,8 @@ def info_nce(
         F.cross_entropy(logits_ab, target, reduction="none")
         + F.cross_entropy(logits_ba, target, reduction="none")
     )  # (B,)
+    if reduction == "none":
+        return per_pair
     if weight is None:
         return per_pair.mean()
     weight = weight.to(per_pair.dtype)

@@ -5,27 +5,39 @@ Representation Learning for Ultrasound.* MICCAI 2020. A frame encoder and a spec
 (same family, separate weights) are trained so that a frame and the sonographer's speech at that
 moment embed close together and apart from the other pairs of the batch.
 
-This first version uses the symmetric InfoNCE (``losses.info_nce``) with temperature on projected,
-L2-normalised embeddings, gated by affinity (only pairs from high-affinity intervals contribute,
-the paper's two-level gate). The paper's Eq. 2 with a hard negative, the correspondence classifier
-(L_cls) and the order task (L_ord) come with the pretraining-methods issue.
+L = α·L_cls + β·L_cont + γ·L_ord (paper Sec. 2.3, α = β = γ = 1):
+
+- L_cont: the hard-negative contrastive loss of Eq. 2 in a numerically safe form
+  (``self_paced.video_speech_contrastive``; default ``infonce_hard``), or the symmetric InfoNCE;
+- L_cls: cross-entropy of a 2-way "do these correspond?" classifier on the concatenated projected
+  embeddings, positives (v, s) against (v, s') with s' the hard negative;
+- L_ord: 4-frame order prediction, 12 classes, on a clip from any interval (video only).
+
+The cross-modal terms count only high-affinity pairs (the paper's gate); ``self_paced: spl_*``
+also weights pairs by their current loss against a pace that grows every epoch (our extension).
 
     >>> module = VideoSpeechModule(cfg.stage("pretrain"), audio_rate=16000)
-    >>> out = module.training_step(batch, 0)          # logs train/contrastive, train/affinity_high…
+    >>> loss = module.training_step(batch, 0)   # logs train/contrastive, cls, order_ce, pace…
 """
 
 from __future__ import annotations
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from usssl.config import PretrainConfig
 from usssl.engine.optim import configure_optimization
 from usssl.data.transforms import ClipAugment
 from usssl.methods.losses import info_nce
+from usssl.methods.order import order_classes, sample_orders, shuffle_frames
+from usssl.methods.self_paced import SelfPacedWeights, video_speech_contrastive
 from usssl.models.encoders import build_encoder, build_speech_encoder
 from usssl.speech.frontend import LogSpectrogram
+
+
+ORDER_FRAMES = 4  # the paper's order task: 4 frames, 4!/2 = 12 classes
 
 
 class _Resample(nn.Module):
@@ -77,29 +89,81 @@ class VideoSpeechModule(L.LightningModule):
         self.video_head = projection_head(self.encoder.out_dim, cfg.projection_dim)
         self.speech_head = projection_head(self.speech_encoder.out_dim, cfg.projection_dim)
         self.augment = ClipAugment() if cfg.augment else None
+        vs = cfg.video_speech
+        d = cfg.projection_dim
+        # fusion of g_v and g_s → "do these correspond?" (L_cls)
+        self.correspondence = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(inplace=True), nn.Linear(d, 2))
+        n_order = len(order_classes(ORDER_FRAMES))
+        self.order_head = nn.Sequential(nn.Linear(ORDER_FRAMES * self.encoder.out_dim, 256), nn.ReLU(inplace=True),
+                                        nn.Linear(256, n_order))  # L_ord: 12 classes for 4 frames
+        self.pacer = SelfPacedWeights(vs.pace_start, vs.pace_growth, "linear" if vs.self_paced == "spl_linear" else "hard")
+
+    def _standardise(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) in [0, 1] → augmented (training) and roughly standardised."""
+        if self.training and self.augment is not None:
+            video = self.augment(video)
+        return (video - 0.5) / 0.25
+
+    def embed_speech(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, n_samples) → projected speech embedding (B, projection_dim)."""
+        return self.speech_head(self.speech_encoder(self.frontend(audio)))
 
     def embed(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected video and speech embeddings, each (B, projection_dim)."""
-        video = batch["video"]  # (B, C, T, H, W) in [0, 1]
-        if self.training and self.augment is not None:
-            video = self.augment(video)
-        video = (video - 0.5) / 0.25  # roughly standardised
-        spec = self.frontend(batch["audio"])  # (B, 1, F, T'), or (B, N) 16 kHz for wav2vec2/HuBERT
-        return self.video_head(self.encoder(video)), self.speech_head(self.speech_encoder(spec))
+        z_video = self.video_head(self.encoder(self._standardise(batch["video"])))
+        return z_video, self.embed_speech(batch["audio"])
+
+    def order_loss(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_ord on (B, 1, 4, H, W) clips in time order: shuffle, encode each frame, classify."""
+        b = clip.shape[0]
+        perms, labels = sample_orders(b, ORDER_FRAMES, device=clip.device)
+        shuffled = shuffle_frames(self._standardise(clip), perms)  # (B, 1, 4, H, W)
+        frames = shuffled.permute(0, 2, 1, 3, 4).reshape(b * ORDER_FRAMES, 1, 1, *clip.shape[-2:])
+        feats = self.encoder(frames).view(b, -1)  # (B, 4·D), frame order kept
+        logits = self.order_head(feats)
+        return F.cross_entropy(logits, labels), (logits.argmax(1) == labels).float().mean()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        z_video, z_speech = self.embed(batch)
-        gate = (batch["affinity"] >= self.cfg.speech.affinity_threshold).float()  # (B,)
-        contrastive = info_nce(z_video, z_speech, self.cfg.temperature, weight=gate)
-        loss = contrastive  # the cls and order terms join here in the methods issue
+        vs = self.cfg.video_speech
+        z_video, z_speech = self.embed(batch)  # (B, d) each
+        size = z_video.shape[0]
+        gate = (batch["affinity"] >= self.cfg.speech.affinity_threshold).float()  # (B,) the paper's gate
+        needs_negative = vs.contrastive != "infonce" or vs.alpha > 0
+        z_neg = self.embed_speech(batch["audio_hard_neg"]) if needs_negative else None
+        if vs.contrastive == "infonce":
+            per_pair = info_nce(z_video, z_speech, self.cfg.temperature, reduction="none")
+        else:
+            per_pair = video_speech_contrastive(z_video, z_speech, z_neg, vs.contrastive,
+                                                self.cfg.temperature if vs.normalize else 1.0, vs.normalize)
+        weight = gate
+        if vs.self_paced != "gate":
+            weight = gate * self.pacer(per_pair.detach())  # admit pairs easier than the pace λ
+        norm = weight.sum().clamp_min(1e-8)
+        contrastive = (per_pair * weight).sum() / norm
+        loss = vs.beta * contrastive
+        terms = {"contrastive": contrastive}
+        if vs.alpha > 0:  # 2-way correspondence: (v, s) vs (v, s') from a nearby interval
+            pairs = torch.cat([torch.cat([z_video, z_speech], 1), torch.cat([z_video, z_neg], 1)])
+            target = torch.cat([torch.ones(size), torch.zeros(size)]).long().to(z_video.device)
+            cls = F.cross_entropy(self.correspondence(pairs), target, reduction="none")
+            terms["cls"] = (cls * weight.repeat(2)).sum() / (2 * norm)
+            loss = loss + vs.alpha * terms["cls"]
+        if vs.gamma > 0 and "order_clip" in batch:  # video-only, every interval
+            terms["order_ce"], terms["order_acc"] = self.order_loss(batch["order_clip"])
+            loss = loss + vs.gamma * terms["order_ce"]
         with torch.no_grad():
-            emb_std = torch.nn.functional.normalize(z_video, dim=-1).std(dim=0).mean()
-        size = batch["video"].shape[0]
+            terms["embedding_std"] = F.normalize(z_video, dim=-1).std(dim=0).mean()
+            terms["affinity_high"] = gate.mean()
+            terms["pairs_admitted"] = (weight > 0).float().mean()
+            terms["pace"] = self.pacer.pace
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
-        self.log("train/contrastive", contrastive, on_step=True, on_epoch=True, batch_size=size)
-        self.log("train/affinity_high", gate.mean(), on_step=True, on_epoch=True, batch_size=size)
-        self.log("train/embedding_std", emb_std, on_step=True, on_epoch=True, batch_size=size)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=size)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.cfg.video_speech.self_paced != "gate":
+            self.pacer.step_epoch()
 
     def configure_optimizers(self) -> dict:
         return configure_optimization(self.parameters(), self.cfg.optimizer)
