@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, iter_pixels
 
 from usssl.errors import DataError
+from usssl.io.recording import FrameBlocks
 
 YBR = ("YBR_FULL", "YBR_FULL_422")  # decoded as stored, converted to RGB by OpenCV (several x faster)
 _YBR_TO_RGB = np.array([[1.0, 0.0, 1.402, -1.402 * 128],  # PS3.3 C.7.6.3.1.2 (YBR_FULL), inverted
@@ -48,20 +49,12 @@ class DicomFrames:
 
     def __call__(self, chunk: int) -> Iterator[np.ndarray]:
         ds = pydicom.dcmread(self.path, stop_before_pixels=True, force=True)
-        to_uint8, block, count = FrameConverter(ds, self.grayscale), [], 0
+        to_uint8, blocks = FrameConverter(ds, self.grayscale), FrameBlocks(chunk, self.n_frames)
         try:
-            for frame in self._frames(as_rgb=to_uint8.photometric not in YBR):  # YBR: ours is faster
-                block.append(to_uint8(frame))
-                count += 1
-                if len(block) == chunk or count >= self.n_frames:
-                    yield np.stack(block)  # (t, H, W) or (t, H, W, 3)
-                    block = []
-                if count >= self.n_frames:
-                    return
+            frames = (to_uint8(f) for f in self._frames(as_rgb=to_uint8.photometric not in YBR))  # YBR: ours is faster
+            yield from blocks(frames)
         except (ValueError, RuntimeError, OSError, KeyError, AttributeError) as exc:
-            raise DataError(f"{self.path}: decoding failed after {count} frames ({exc})") from None
-        if block:
-            yield np.stack(block)
+            raise DataError(f"{self.path}: decoding failed after {blocks.count} frames ({exc})") from None
 
 
 class FrameConverter:

@@ -16,6 +16,28 @@ import numpy as np
 FrameSource = Callable[[int], Iterator[np.ndarray]]
 
 
+class FrameBlocks:
+    """Groups single frames into stacked blocks: (t, H, W) or (t, H, W, 3), at most ``chunk`` frames
+    each and ``limit`` frames in total; ``count`` says how many were taken (for error messages).
+    Every reader's lazy frame source uses it."""
+
+    def __init__(self, chunk: int, limit: int) -> None:
+        self.chunk, self.limit, self.count = chunk, limit, 0
+
+    def __call__(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        block: list[np.ndarray] = []
+        for frame in frames:
+            block.append(frame)
+            self.count += 1
+            if len(block) == self.chunk or self.count >= self.limit:
+                yield np.stack(block)
+                block = []
+            if self.count >= self.limit:
+                return
+        if block:
+            yield np.stack(block)
+
+
 @dataclass
 class Recording:
     """One recording (a cine loop, a screen-recorded video) as read from its source.

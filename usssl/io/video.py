@@ -16,7 +16,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from usssl.errors import DataError
-from usssl.io.recording import Recording
+from usssl.io.recording import FrameBlocks, Recording
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ogv", ".gif",
@@ -51,26 +51,17 @@ class VideoFrames:
     def __call__(self, chunk: int) -> Iterator[np.ndarray]:
         fmt = "gray" if self.grayscale else "rgb24"
         reformatter = VideoReformatter()  # one scaler for every frame (to_ndarray makes one each)
-        block: list[np.ndarray] = []
-        count = 0
+        blocks = FrameBlocks(chunk, self.n_frames)
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[self.stream_index]
                 if self.height * self.width >= _THREADED_PIXELS:
                     stream.thread_type = "AUTO"
-                for frame in container.decode(stream):
-                    frame = reformatter.reformat(frame, width=self.width, height=self.height, format=fmt)
-                    block.append(frame.to_ndarray())
-                    count += 1
-                    if len(block) == chunk or count >= self.n_frames:
-                        yield np.stack(block)  # (t, H, W) or (t, H, W, 3)
-                        block = []
-                    if count >= self.n_frames:
-                        return
+                frames = (reformatter.reformat(f, width=self.width, height=self.height, format=fmt).to_ndarray()
+                          for f in container.decode(stream))
+                yield from blocks(frames)
         except _READ_ERRORS as exc:
-            raise DataError(f"{self.path}: decoding failed after {count} frames ({exc})") from None
-        if block:
-            yield np.stack(block)
+            raise DataError(f"{self.path}: decoding failed after {blocks.count} frames ({exc})") from None
 
 
 def read_video(

@@ -42,6 +42,12 @@ def _resampler(rate: int, resample_to: int | None) -> nn.Module:
     return Resample(rate, resample_to)
 
 
+def _stft(audio: torch.Tensor, front: nn.Module) -> torch.Tensor:
+    """Centred complex STFT of (B, N) audio with a front-end's n_fft, hop, window → (B, F, T)."""
+    return torch.stft(audio, n_fft=front.n_fft, hop_length=front.hop_length, win_length=front.win_length,
+                      window=front.window, center=True, return_complex=True)
+
+
 class LogSpectrogram(nn.Module):
     """Log-magnitude STFT of a batch of mono windows, resized and normalised per window.
 
@@ -88,15 +94,7 @@ class LogSpectrogram(nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """audio: (B, N) float at ``rate`` → (B, 1, F, T') standardised log-magnitude."""
         audio = self.resample(audio.float())  # (B, N') at the analysis rate
-        stft = torch.stft(
-            audio,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            win_length=self.win_length,
-            window=self.window,
-            center=True,
-            return_complex=True,
-        )  # (B, n_fft//2+1, frames)
+        stft = _stft(audio, self)  # (B, n_fft//2+1, frames) complex
         spec = torch.log1p(stft.abs() * 100.0).unsqueeze(1)  # (B, 1, F, T)
         return _standardise(spec, self.spec_size)
 
@@ -162,15 +160,7 @@ class LogMel(nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """audio: (B, N) float at ``rate`` → (B, 1, n_mels or F, T') standardised log-mel."""
         audio = self.resample(audio.float())  # (B, N')
-        stft = torch.stft(
-            audio,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            win_length=self.win_length,
-            window=self.window,
-            center=True,
-            return_complex=True,
-        )  # (B, n_fft//2+1, frames)
+        stft = _stft(audio, self)  # (B, n_fft//2+1, frames) complex
         power = stft.abs() ** 2
         mel = torch.einsum("bft,fm->bmt", power, self.fbanks)  # (B, n_mels, frames)
         spec = (10.0 * torch.log10(mel.clamp_min(1e-10))).unsqueeze(1)  # (B, 1, n_mels, T)
