@@ -265,20 +265,14 @@ def run_evaluate(cfg: PipelineConfig, ecfg, tracker: Tracker, resume: bool) -> d
                                          "true": [cache.classes[i] for i in test.labels],
                                          "pred": [cache.classes[i] for i in pred]}))
         tracker.log_metrics({f"{entry['tag']}/{k}": scores[k] for k in ("precision", "recall", "f1", "accuracy")})
-        fig = confusion_plot(scores["confusion"], cache.classes, out / f"confusion_{entry['tag']}.png",
-                             f"{entry['tag']} — macro F1 {100 * scores['f1']:.1f}%")
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        confusion_plot(scores["confusion"], cache.classes, out / f"confusion_{entry['tag']}.png",
+                       f"{entry['tag']} — macro F1 {100 * scores['f1']:.1f}%")
     results = pd.DataFrame(rows)
     results.to_csv(out / "results.csv", index=False)
     pd.concat(predictions).to_csv(out / "predictions.csv", index=False)
     report = markdown_report(results)
     (out / "report.md").write_text(report)
-    fig = label_efficiency_plot(results, out / "label_efficiency.png")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    label_efficiency_plot(results, out / "label_efficiency.png")
     for name in ("results.csv", "predictions.csv", "report.md", "label_efficiency.png"):
         tracker.log_artifact(out / name, "report")
     for png in sorted(out.glob("confusion_*.png")):

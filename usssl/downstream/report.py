@@ -80,7 +80,7 @@ def markdown_report(results: pd.DataFrame, title: str = "Standard-plane detectio
     return "\n".join(lines)
 
 
-def label_efficiency_plot(results: pd.DataFrame, path: Path):
+def label_efficiency_plot(results: pd.DataFrame, path: Path) -> Path:
     """F1 against label fraction, one line per (init, protocol); saved to ``path`` (PNG)."""
     import matplotlib
 
@@ -106,10 +106,11 @@ def label_efficiency_plot(results: pd.DataFrame, path: Path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    return fig
+    plt.close(fig)
+    return path
 
 
-def confusion_plot(cm: np.ndarray, classes: list[str], path: Path, title: str):
+def confusion_plot(cm: np.ndarray, classes: list[str], path: Path, title: str) -> Path:
     """Row-normalised confusion matrix as a PNG."""
     import matplotlib
 
@@ -130,4 +131,5 @@ def confusion_plot(cm: np.ndarray, classes: list[str], path: Path, title: str):
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    return fig
+    plt.close(fig)
+    return path

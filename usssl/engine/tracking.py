@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -183,12 +182,3 @@ class Tracker:
     def log_dict(self, data: dict, name: str) -> None:
         if self.enabled:
             self.client.log_text(self.run_id, json.dumps(data, indent=2, default=str), name)
-
-    def log_figure(self, figure, name: str) -> None:
-        """A matplotlib figure as a PNG artifact."""
-        if not self.enabled:
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(name).name
-            figure.savefig(path, dpi=120, bbox_inches="tight")
-            self.log_artifact(path, str(Path(name).parent) if Path(name).parent != Path(".") else None)
