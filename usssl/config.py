@@ -119,8 +119,10 @@ class OptimizerConfig(Strict):
 class EncoderConfig(Strict):
     """A video encoder: ``(B, C, T, H, W) -> (B, D)``; 2-D encoders run per frame, averaged over time."""
 
-    name: Literal["tiny2d", "se_resnext50", "se_resnext50_half", "tiny3d", "r3d_18", "r2plus1d_18", "r3d_50"] = Field(
-        "tiny2d", description="2-D per frame: tiny2d (tests, demo), se_resnext50(_half) (the ultrasound papers); "
+    name: Literal["tiny2d", "se_resnext50", "se_resnext50_half", "resnet18", "resnet50", "tiny3d", "r3d_18",
+                  "r2plus1d_18", "r3d_50"] = Field(
+        "tiny2d", description="2-D per frame: tiny2d (tests, demo), se_resnext50(_half) (the ultrasound papers), "
+        "resnet18/resnet50 (torchvision's architecture, no weights); "
         "3-D clip: tiny3d, r3d_18, r2plus1d_18, r3d_50 (CVRL)"
     )
     width: int = Field(16, ge=4, description="tiny2d/tiny3d: channels of the first block")
@@ -193,41 +195,67 @@ class PretrainConfig(Strict):
     order_transform: OrderTransformConfig = Field(default_factory=OrderTransformConfig)
     cvrl: CVRLConfig = Field(default_factory=CVRLConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
+                             description="name of this pretrained encoder (default: the method); needed "
+                             "to tell several pretrain stages apart in finetune.inits")
+    exclude_fold: int | None = Field(
+        None, ge=0, description="pretrain on every subject outside this fold of finetune's k folds "
+        "(null: the ingest split's training subjects)")
 
 
 class FinetuneConfig(Strict):
-    """Transfer to standard-plane detection from each initialisation.
+    """Transfer to standard-plane detection from each initialisation (METHODS.md §3).
 
-    Every initialisation gets the same protocol (optimizer, epochs, augmentation, sampling), so
-    the comparison against random initialisation is paired.
+    Every initialisation gets the same protocol (optimizer, epochs, augmentation, sampling, folds,
+    seeds), so the comparison against random initialisation is paired.
     """
 
-    inits: list[Literal["random", "pretrain"]] = Field(default_factory=lambda: ["random", "pretrain"])
-    protocols: list[Literal["linear", "finetune"]] = Field(
-        default_factory=lambda: ["linear", "finetune"]
-    )
-    label_fractions: list[float] = Field(default_factory=lambda: [0.1, 1.0])
-    frame_stride: int = Field(2, ge=1, description="use every n-th cached frame")
+    inits: list[str] = Field(
+        default_factory=lambda: ["random", "pretrain"],
+        description="random; pretrain (every pretrain stage) or a pretrain stage's name; supervised (an "
+        "encoder first trained with 100% of the fold's labels: a reference, not self-supervised)")
+    protocols: list[Literal["linear", "finetune", "knn"]] = Field(
+        default_factory=lambda: ["linear", "finetune"],
+        description="linear: frozen encoder + logistic regression; finetune: everything trains; knn: "
+        "k-nearest-neighbour vote on frozen features")
+    label_fractions: list[float] = Field(default_factory=lambda: [0.1, 1.0],
+                                         description="nested fractions of the labelled training frames")
+    cv: Literal["split", "kfold"] = Field(
+        "split", description="split: train on the ingest's train subjects, test on its test subjects; "
+        "kfold: subject-level k-fold over every subject (stratified by label)")
+    folds: int = Field(3, ge=2, description="kfold: number of folds (the papers: 3)")
+    run_folds: list[int] | None = Field(None, description="kfold: only these folds (0-based); null: all")
+    frame_stride: int = Field(2, ge=1, description="use every n-th cached frame (the papers: 8 at 30 fps)")
     max_epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=2)
-    samples_per_epoch: int = Field(512, ge=16, description="class-balanced draws per fine-tuning epoch")
+    samples_per_epoch: int = Field(
+        1024, ge=16, description="class-balanced draws per fine-tuning epoch: planes equally, plus one "
+        "background frame per plane frame when the classes include 'background'")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     encoder_lr_scale: float = Field(1.0, gt=0, le=1, description="fine-tune: encoder lr = lr × this")
     augment: bool = Field(True, description="protocol augmentation: flip, ±10° rotation, zoom, gamma")
     linear_epochs: int = Field(100, ge=1, description="epochs of the linear probe on frozen features")
+    knn_k: int = Field(20, ge=1, description="knn: neighbours that vote")
+    knn_temperature: float = Field(0.07, gt=0, description="knn: vote weight exp(cosine / τ)")
 
     @model_validator(mode="after")
-    def _fractions_in_range(self) -> "FinetuneConfig":
+    def _check(self) -> "FinetuneConfig":
         for f in self.label_fractions:
             if not 0.0 < f <= 1.0:
                 raise ValueError(f"label fraction {f} must be in (0, 1]")
+        for f in self.run_folds or []:
+            if not 0 <= f < self.folds:
+                raise ValueError(f"run_folds: fold {f} does not exist (folds are 0..{self.folds - 1})")
         return self
 
 
 class EvaluateConfig(Strict):
-    """Score every fine-tuned model on the held-out subjects and write the report."""
+    """Score every fine-tuned model on its held-out subjects and write the report."""
 
     frame_stride: int = Field(1, ge=1)
+    bootstrap: int = Field(1000, ge=0, description="bootstrap replicates (over subjects) for 95% intervals; 0: off")
+    confusion_plots: Literal["all", "best", "none"] = Field(
+        "all", description="confusion-matrix PNGs: every (init, protocol, fraction), the best one, or none")
 
 
 class StageEntry(Strict):
@@ -276,6 +304,33 @@ class PipelineConfig(Strict):
             if entry.kind == kind:
                 return entry.body
         return None
+
+    def pretrain_names(self) -> list[str]:
+        """The encoder name of each pretrain stage, in order (``name`` or the method)."""
+        return [e.body.name or e.body.method for e in self.stages if e.kind == "pretrain"]
+
+    def pretrain_dir(self, name: str) -> Path:
+        """Where the pretrain stage ``name`` writes: ``pretrain`` for the first, ``pretrain-<name>`` after."""
+        names = self.pretrain_names()
+        return Path(self.output_dir) / ("pretrain" if names and names[0] == name else f"pretrain-{name}")
+
+    @model_validator(mode="after")
+    def _stages_fit_together(self) -> "PipelineConfig":
+        names = self.pretrain_names()
+        if len(set(names)) != len(names):
+            raise ValueError(f"stages: pretrain stages need distinct names (got {names}); set pretrain.name")
+        fine = self.stage("finetune")
+        if fine is not None:
+            known = {"random", "pretrain", "supervised", *names}
+            for init in fine.inits:
+                if init not in known:
+                    raise ValueError(f"finetune.inits: unknown init {init!r}; choose from {sorted(known)}")
+        for e in self.stages:
+            fold = e.body.exclude_fold if e.kind == "pretrain" else None
+            if fold is not None and (fine is None or fine.cv != "kfold" or fold >= fine.folds):
+                raise ValueError(f"pretrain.exclude_fold: {fold} needs a finetune stage with cv: kfold and "
+                                 f"more than {fold} folds")
+        return self
 
     @property
     def cache_dir(self) -> Path:

@@ -33,15 +33,6 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _save_state(state: dict, path: Path) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------- ingest
 def synth_corpus(cfg: PipelineConfig) -> Path:
     """The built-in synthetic corpus under ``<output_dir>/synth``, generated when missing or stale."""
@@ -83,15 +74,27 @@ def run_ingest(cfg: PipelineConfig, icfg, tracker: Tracker, resume: bool) -> dic
 
 
 # ----------------------------------------------------------------------------- pretrain
+def pretrain_shards(cfg: PipelineConfig, pcfg, cache) -> tuple[list[str], str | None]:
+    """(shard ids, split name for the dataset's check): the split's training subjects, or every
+    subject outside fold ``pcfg.exclude_fold`` of the finetune stage's k folds."""
+    if pcfg.exclude_fold is None:
+        return cache.shard_ids("train"), "train"
+    from usssl.data.splits import cache_fold, shards_of
+
+    fcfg = cfg.stage("finetune")
+    train, _ = cache_fold(cache, fcfg.folds, cfg.seed, pcfg.exclude_fold)
+    return shards_of(cache, train), None
+
+
 def pretrain_setup(cfg: PipelineConfig, pcfg, cache) -> tuple[Any, Any, dict[str, float]]:
-    """The training-split dataset, the LightningModule and data metrics for ``pcfg.method``."""
-    train = cache.shard_ids("train")  # held-out subjects never reach pretraining
+    """The training-subject dataset, the LightningModule and data metrics for ``pcfg.method``."""
+    train, split = pretrain_shards(cfg, pcfg, cache)  # held-out subjects never reach pretraining
     if pcfg.method == "video_speech":
         from usssl.data.datasets import AudioVisualDataset
         from usssl.methods.video_speech import VideoSpeechModule
 
         sp = pcfg.speech
-        dataset = AudioVisualDataset(cache, train, split="train", window_s=sp.window_s,
+        dataset = AudioVisualDataset(cache, train, split=split, window_s=sp.window_s,
                                      interval_frames=sp.interval_frames,
                                      affinity_threshold=sp.affinity_threshold,
                                      pairs_per_epoch=pcfg.pairs_per_epoch, pairs_per_interval=sp.pairs_per_interval,
@@ -107,13 +110,13 @@ def pretrain_setup(cfg: PipelineConfig, pcfg, cache) -> tuple[Any, Any, dict[str
         from usssl.methods.order_transform import OrderTransformModule
 
         ot = pcfg.order_transform
-        dataset = ClipDataset(cache, train, "train", clip_frames=ot.clip_frames, stride=ot.frame_stride,
+        dataset = ClipDataset(cache, train, split, clip_frames=ot.clip_frames, stride=ot.frame_stride,
                               clips_per_epoch=pcfg.pairs_per_epoch or 2048, seed=cfg.seed)
         return dataset, OrderTransformModule(pcfg), {}
     from usssl.methods.cvrl import CVRLModule
 
     cv = pcfg.cvrl
-    dataset = ClipPairDataset(cache, train, "train", clip_frames=cv.clip_frames, stride=cv.stride,
+    dataset = ClipPairDataset(cache, train, split, clip_frames=cv.clip_frames, stride=cv.stride,
                               pairs_per_epoch=cv.pairs_per_epoch, seed=cfg.seed)
     return dataset, CVRLModule(pcfg), {}
 
@@ -129,21 +132,26 @@ def run_pretrain(cfg: PipelineConfig, pcfg, tracker: Tracker, resume: bool) -> d
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     cache = Cache(cfg.cache_dir)
     dataset, module, data_metrics = pretrain_setup(cfg, pcfg, cache)
-    out = Path(cfg.output_dir) / "pretrain"
+    name = pcfg.name or pcfg.method
+    out = cfg.pretrain_dir(name)
+    stage = out.name  # "pretrain" or "pretrain-<name>": checkpoints and logs of this stage
+    shards, _ = pretrain_shards(cfg, pcfg, cache)
     if is_main_process():
-        _write_json(out / "pretrain_data.json", {"split": "train", "shards": cache.shard_ids("train"),
-                                                 "subjects": dataset.subjects, "method": pcfg.method})
-    tracker.log_params({"method": pcfg.method, "n_train_shards": len(cache.shard_ids("train"))})
+        _write_json(out / "pretrain_data.json", {"exclude_fold": pcfg.exclude_fold, "shards": shards,
+                                                 "subjects": dataset.subjects, "method": pcfg.method, "name": name})
+    tracker.log_params({"method": pcfg.method, "n_train_shards": len(shards)})
     tracker.log_metrics(data_metrics)
     loader = DataLoader(dataset, batch_size=pcfg.batch_size, shuffle=False, drop_last=True,
                         num_workers=cfg.trainer.num_workers)
     if not resume and is_main_process():
-        shutil.rmtree(checkpoint_dir(cfg, "pretrain"), ignore_errors=True)
-    trainer = build_trainer(cfg, "pretrain", tracker, pcfg.max_epochs, pcfg.max_steps)
-    trainer.fit(module, loader, ckpt_path=resume_checkpoint(cfg, "pretrain") if resume else None)
+        shutil.rmtree(checkpoint_dir(cfg, stage), ignore_errors=True)
+    trainer = build_trainer(cfg, stage, tracker, pcfg.max_epochs, pcfg.max_steps)
+    trainer.fit(module, loader, ckpt_path=resume_checkpoint(cfg, stage) if resume else None)
     if trainer.global_rank == 0:
-        _save_state({"encoder": module.encoder.state_dict(), "encoder_cfg": pcfg.encoder.model_dump(),
-                     "method": pcfg.method}, out / "encoder.pt")
+        from usssl.engine.trainer import save_atomic
+
+        save_atomic({"encoder": module.encoder.state_dict(), "encoder_cfg": pcfg.encoder.model_dump(),
+                     "method": pcfg.method, "name": name}, out / "encoder.pt")
         if cfg.tracking.log_checkpoints:
             tracker.log_artifact(out / "encoder.pt", "checkpoints")
     final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("_epoch")}
@@ -151,133 +159,17 @@ def run_pretrain(cfg: PipelineConfig, pcfg, tracker: Tracker, resume: bool) -> d
     return {"encoder": str(out / "encoder.pt"), "epochs": trainer.current_epoch, **final}
 
 
-# ----------------------------------------------------------------------------- finetune
-def _encoder_for(cfg: PipelineConfig, init: str):
-    import torch
-
-    from usssl.models.encoders import build_encoder
-
-    pre = cfg.stage("pretrain")
-    enc_cfg = pre.encoder if pre is not None else None
-    path = Path(cfg.output_dir) / "pretrain" / "encoder.pt"
-    if init == "pretrain":
-        if not path.is_file():
-            from usssl.errors import ConfigError
-
-            raise ConfigError(f"finetune.inits: 'pretrain' needs {path}; add a pretrain stage before finetune")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        from usssl.config import EncoderConfig
-
-        encoder = build_encoder(EncoderConfig(**state["encoder_cfg"]))
-        encoder.load_state_dict(state["encoder"])  # strict: a mismatched checkpoint is an error
-        return encoder, state["method"]
-    from usssl.config import EncoderConfig
-
-    return build_encoder(enc_cfg or EncoderConfig()), "random"
-
-
+# ----------------------------------------------------------------------------- transfer
 def run_finetune(cfg: PipelineConfig, fcfg, tracker: Tracker, resume: bool) -> dict:
-    import lightning as L
+    from usssl.downstream.transfer import run_finetune as run
 
-    from usssl.data.cache import Cache
-    from usssl.data.datasets import FrameDataset
-    from usssl.downstream.plane_detection import (PlaneClassifier, balanced_loader, balanced_weights,
-                                                  fit_linear_probe, label_fraction_indices)
-    from usssl.engine.trainer import build_trainer
-    from usssl.methods.distributed import is_main_process
-
-    cache = Cache(cfg.cache_dir)
-    n_classes = len(cache.classes)
-    full = FrameDataset(cache, cache.shard_ids("train"), split="train", stride=fcfg.frame_stride)
-    out = Path(cfg.output_dir) / "finetune"
-    manifest = []
-    for init in fcfg.inits:
-        for protocol in fcfg.protocols:
-            for frac in sorted(fcfg.label_fractions):
-                L.seed_everything(cfg.seed, workers=True, verbose=False)
-                encoder, init_name = _encoder_for(cfg, init)
-                tag = f"{init_name}-{protocol}-{frac:g}"
-                path = out / f"{tag}.pt"
-                idx = label_fraction_indices(full.labels, frac, seed=cfg.seed)
-                entry = {"tag": tag, "init": init_name, "protocol": protocol, "label_fraction": frac,
-                         "n_train": int(idx.size), "path": str(path), "source": init}
-                manifest.append(entry)
-                if resume and path.is_file():
-                    continue
-                subset = FrameDataset(cache, cache.shard_ids("train"), split="train",
-                                      stride=fcfg.frame_stride, indices=idx)
-                t0 = time.time()
-                if protocol == "linear":
-                    model = fit_linear_probe(encoder, subset, subset.labels, n_classes,
-                                             epochs=fcfg.linear_epochs, seed=cfg.seed)
-                else:
-                    model = PlaneClassifier(encoder, n_classes, fcfg.optimizer,
-                                            class_weights=balanced_weights(subset.labels, n_classes),
-                                            encoder_lr_scale=fcfg.encoder_lr_scale, augment=fcfg.augment)
-                    loader = balanced_loader(subset, subset.labels, fcfg.batch_size,
-                                             samples_per_epoch=fcfg.samples_per_epoch, seed=cfg.seed)
-                    trainer = build_trainer(cfg, f"finetune/{tag}", tracker, fcfg.max_epochs,
-                                            checkpoints=False, metric_prefix=f"{tag}/")
-                    trainer.fit(model, loader)
-                if is_main_process():
-                    _save_state({"model": model.state_dict(), **{k: v for k, v in entry.items() if k != "path"}}, path)
-                tracker.log_metrics({f"{tag}/train_seconds": time.time() - t0, f"{tag}/n_train": idx.size})
-                if cfg.tracking.log_checkpoints:
-                    tracker.log_artifact(path, "checkpoints")
-    if is_main_process():
-        _write_json(out / "manifest.json", manifest)
-    return {"models": len(manifest)}
+    return run(cfg, fcfg, tracker, resume)
 
 
-# ----------------------------------------------------------------------------- evaluate
 def run_evaluate(cfg: PipelineConfig, ecfg, tracker: Tracker, resume: bool) -> dict:
-    import pandas as pd
-    import torch
+    from usssl.downstream.evaluate import run_evaluate as run
 
-    from usssl.data.cache import Cache
-    from usssl.data.datasets import FrameDataset
-    from usssl.downstream.metrics import classification_scores
-    from usssl.downstream.plane_detection import PlaneClassifier, predict
-    from usssl.downstream.report import confusion_plot, label_efficiency_plot, markdown_report
-
-    cache = Cache(cfg.cache_dir)
-    manifest_path = Path(cfg.output_dir) / "finetune" / "manifest.json"
-    if not manifest_path.is_file():
-        from usssl.errors import ConfigError
-
-        raise ConfigError("evaluate: no fine-tuned models found; add a finetune stage before evaluate")
-    test = FrameDataset(cache, cache.shard_ids("test"), split="test", stride=ecfg.frame_stride)
-    out = Path(cfg.output_dir) / "evaluate"
-    out.mkdir(parents=True, exist_ok=True)
-    rows, predictions = [], []
-    for entry in json.loads(manifest_path.read_text()):
-        encoder, _ = _encoder_for(cfg, "random")
-        model = PlaneClassifier(encoder, len(cache.classes))
-        model.load_state_dict(torch.load(entry["path"], map_location="cpu", weights_only=False)["model"])
-        probs = predict(model, test)
-        pred = probs.argmax(1)
-        scores = classification_scores(test.labels, pred, len(cache.classes))
-        rows.append({"init": entry["init"], "protocol": entry["protocol"],
-                     "label_fraction": entry["label_fraction"], "fold": 0,
-                     "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],
-                     "accuracy": scores["accuracy"], "n_train": entry["n_train"], "n_test": len(test)})
-        predictions.append(pd.DataFrame({"model": entry["tag"], "item": range(len(test)),
-                                         "true": [cache.classes[i] for i in test.labels],
-                                         "pred": [cache.classes[i] for i in pred]}))
-        tracker.log_metrics({f"{entry['tag']}/{k}": scores[k] for k in ("precision", "recall", "f1", "accuracy")})
-        confusion_plot(scores["confusion"], cache.classes, out / f"confusion_{entry['tag']}.png",
-                       f"{entry['tag']} — macro F1 {100 * scores['f1']:.1f}%")
-    results = pd.DataFrame(rows)
-    results.to_csv(out / "results.csv", index=False)
-    pd.concat(predictions).to_csv(out / "predictions.csv", index=False)
-    report = markdown_report(results)
-    (out / "report.md").write_text(report)
-    label_efficiency_plot(results, out / "label_efficiency.png")
-    for name in ("results.csv", "predictions.csv", "report.md", "label_efficiency.png"):
-        tracker.log_artifact(out / name, "report")
-    for png in sorted(out.glob("confusion_*.png")):
-        tracker.log_artifact(png, "report/confusion")
-    return {"report": report, "results": str(out / "results.csv"), "n_test": len(test)}
+    return run(cfg, ecfg, tracker, resume)
 
 
 STAGES: dict[str, Callable[..., dict]] = {

@@ -22,19 +22,16 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return cm
 
 
-def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
-    """Macro precision / recall / F1 / accuracy and per-class arrays.
+def scores_from_confusion(cm: np.ndarray) -> dict:
+    """Macro precision / recall / F1 / accuracy and per-class arrays from a confusion matrix.
 
     Args:
-        y_true: (N,) true class indices.
-        y_pred: (N,) predicted class indices.
-        n_classes: number of classes.
+        cm: (n_classes, n_classes) counts, rows = truth, columns = prediction.
 
     Returns:
-        dict with floats ``precision``, ``recall``, ``f1``, ``accuracy``, ``confusion`` (array) and
+        dict with floats ``precision``, ``recall``, ``f1``, ``accuracy``, ``confusion`` (``cm``) and
         ``per_class`` (dict of (n_classes,) arrays ``precision``, ``recall``, ``f1``, ``support``).
     """
-    cm = confusion_matrix(y_true, y_pred, n_classes)
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1).astype(np.float64)
     predicted = cm.sum(axis=0).astype(np.float64)
@@ -51,3 +48,53 @@ def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int
         "confusion": cm,
         "per_class": {"precision": precision, "recall": recall, "f1": f1, "support": support},
     }
+
+
+def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+    """``scores_from_confusion`` of the predictions (see there for the keys).
+
+    Args:
+        y_true: (N,) true class indices.
+        y_pred: (N,) predicted class indices.
+        n_classes: number of classes.
+    """
+    return scores_from_confusion(confusion_matrix(y_true, y_pred, n_classes))
+
+
+def _macro_from_confusions(cms: np.ndarray) -> np.ndarray:
+    """Vectorised macro P, R, F1 of a stack of confusion matrices: (R, C, C) -> (R, 3)."""
+    tp = np.diagonal(cms, axis1=1, axis2=2).astype(np.float64)  # (R, C)
+    support, predicted = cms.sum(axis=2).astype(np.float64), cms.sum(axis=1).astype(np.float64)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    present = support > 0
+    n = np.maximum(present.sum(axis=1), 1)
+    return np.stack([(m * present).sum(axis=1) / n for m in (precision, recall, f1)], axis=1)
+
+
+def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, subjects: np.ndarray, n_classes: int,
+                 n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of macro P / R / F1, resampling *subjects* with replacement.
+
+    Frames of one subject are correlated, so the unit of resampling is the subject: each replicate
+    draws as many subjects as there are (with replacement) and pools all their frames.
+
+    Args:
+        y_true, y_pred: (N,) class indices.
+        subjects: (N,) subject id of each frame.
+        n_boot: replicates; level: e.g. 0.95 for a 95% interval.
+
+    Returns:
+        {"precision": (lo, hi), "recall": (lo, hi), "f1": (lo, hi)}.
+    """
+    ids, inverse = np.unique(np.asarray(subjects), return_inverse=True)
+    per_subject = np.zeros((len(ids), n_classes, n_classes), dtype=np.int64)  # (S, C, C)
+    np.add.at(per_subject, (inverse, np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=n_boot)  # (R, S) counts
+    cms = np.einsum("rs,scd->rcd", draws, per_subject)
+    macro = _macro_from_confusions(cms)  # (R, 3)
+    lo, hi = np.quantile(macro, [(1 - level) / 2, 1 - (1 - level) / 2], axis=0)
+    return {k: (float(lo[i]), float(hi[i])) for i, k in enumerate(("precision", "recall", "f1"))}

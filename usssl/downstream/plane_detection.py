@@ -158,11 +158,66 @@ def fit_linear_probe(encoder: nn.Module, dataset: Dataset, labels: np.ndarray, n
     return model
 
 
-def balanced_loader(dataset: Dataset, labels: np.ndarray, batch_size: int, samples_per_epoch: int,
-                    seed: int = 0) -> DataLoader:
-    """A loader drawing every class equally often (with replacement), ``samples_per_epoch`` items."""
+def epoch_weights(labels: np.ndarray, background: int | None = None) -> np.ndarray:
+    """(N,) sampling weights for a class-balanced epoch (Droste et al., IPMI 2019).
+
+    Every plane class present is drawn equally often; when ``background`` is a class index, one
+    background image is drawn per plane image, so half an epoch is background. Without a
+    background class every class present is drawn equally.
+    """
+    labels = np.asarray(labels)
     counts = np.bincount(labels)
-    weights = 1.0 / counts[labels]
+    weights = 1.0 / counts[labels]  # each class present gets total mass 1
+    planes = [c for c in np.unique(labels) if c != background]
+    if background is not None and (labels == background).any() and planes:
+        weights = np.where(labels == background, weights * len(planes), weights)  # background mass = all planes
+    return weights / weights.sum()
+
+
+def balanced_loader(dataset: Dataset, labels: np.ndarray, batch_size: int, samples_per_epoch: int,
+                    seed: int = 0, background: int | None = None) -> DataLoader:
+    """A loader of ``samples_per_epoch`` class-balanced draws (with replacement; see ``epoch_weights``)."""
+    weights = epoch_weights(labels, background)
     sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), samples_per_epoch,
                                     replacement=True, generator=torch.Generator().manual_seed(seed))
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False)
+
+
+class KNNClassifier(nn.Module):
+    """k-nearest-neighbour vote on frozen, L2-normalised encoder features (the ``knn`` protocol).
+
+    The k most cosine-similar labelled frames vote with weight exp(s / τ) (Wu et al., CVPR 2018);
+    ``forward`` returns the log of the normalised votes, so ``softmax`` gives class probabilities
+    and the model plugs into ``predict`` and export like a ``PlaneClassifier``.
+
+    Args:
+        encoder: ``(B, C, T, H, W) -> (B, D)``.
+        bank: (N, D) features of the labelled frames; bank_labels: (N,) their classes.
+        n_classes: classes; k: neighbours; temperature: τ of the vote weights.
+    """
+
+    def __init__(self, encoder: nn.Module, bank: torch.Tensor, bank_labels: torch.Tensor, n_classes: int,
+                 k: int = 20, temperature: float = 0.07) -> None:
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"knn: k must be >= 1, got {k}")
+        self.encoder, self.n_classes, self.k, self.temperature = encoder, n_classes, k, temperature
+        self.register_buffer("bank", F.normalize(bank.float(), dim=1))
+        self.register_buffer("bank_labels", bank_labels.long())
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """video: (B, C, T, H, W) in [0, 1] → log vote fractions (B, n_classes)."""
+        query = F.normalize(self.encoder((video - 0.5) / 0.25), dim=1)
+        sim = query @ self.bank.T  # (B, N)
+        top, idx = sim.topk(min(self.k, self.bank.shape[0]), dim=1)  # (B, k)
+        votes = torch.zeros(query.shape[0], self.n_classes, device=query.device)
+        votes.scatter_add_(1, self.bank_labels[idx], torch.exp(top / self.temperature))
+        return torch.log(votes / votes.sum(1, keepdim=True) + 1e-12)
+
+
+def fit_knn(encoder: nn.Module, dataset: Dataset, labels: np.ndarray, n_classes: int, k: int = 20,
+            temperature: float = 0.07) -> KNNClassifier:
+    """A ``KNNClassifier`` whose bank is the frozen features of ``dataset`` (no training)."""
+    encoder.requires_grad_(False)
+    feats = extract_features(encoder, dataset)
+    return KNNClassifier(encoder, feats, torch.as_tensor(labels), n_classes, k, temperature)

@@ -67,15 +67,49 @@ def paired_vs_random(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def markdown_report(results: pd.DataFrame, title: str = "Standard-plane detection") -> str:
-    """The whole report as Markdown: F1 table, P/R detail, paired comparison, reference block."""
-    lines = [f"## {title} — macro F1 (%) on held-out subjects", "", to_markdown(f1_table(results)), ""]
+def interval_table(intervals: pd.DataFrame) -> pd.DataFrame:
+    """Rows (init, protocol), columns ``F1 @ <fraction>`` as "lo – hi" (95% bootstrap interval, %)."""
+    table: dict[tuple[str, str], dict[str, str]] = {}
+    for _, r in intervals.iterrows():
+        table.setdefault((r["init"], r["protocol"]), {})[f"F1 @ {r['label_fraction']:g}"] = (
+            f"{_pct(r['f1_lo'])} – {_pct(r['f1_hi'])}")
+    out = pd.DataFrame.from_dict(table, orient="index")
+    out.index = pd.MultiIndex.from_tuples(out.index, names=["init", "protocol"])
+    return out[sorted(out.columns, key=lambda c: float(c.split("@")[1]))]
+
+
+def per_class_table(per_class: pd.DataFrame) -> pd.DataFrame:
+    """Per-class F1 (%) at the largest label fraction, mean over folds: rows class, columns init · protocol."""
+    top = per_class[per_class["label_fraction"] == per_class["label_fraction"].max()]
+    mean = top.groupby(["class", "init", "protocol"], sort=False)["f1"].mean().reset_index()
+    mean["model"] = mean["init"] + " · " + mean["protocol"]
+    table = mean.pivot(index="class", columns="model", values="f1")
+    order = list(dict.fromkeys(top["class"]))
+    return (100 * table.loc[order]).round(1)
+
+
+def markdown_report(results: pd.DataFrame, title: str = "Standard-plane detection",
+                    intervals: pd.DataFrame | None = None, per_class: pd.DataFrame | None = None) -> str:
+    """The whole report as Markdown: F1 table, intervals, P/R detail, per class, paired, reference."""
+    folds = results["fold"].nunique()
+    how = f"mean ± std over {folds} subject-level folds" if folds > 1 else "one subject-level split"
+    lines = [f"## {title} — macro F1 (%) on held-out subjects ({how})", "", to_markdown(f1_table(results)), ""]
+    if intervals is not None and len(intervals) and "f1_lo" in intervals:
+        lines += ["### 95% bootstrap intervals of macro F1 (%), resampling test subjects", "",
+                  to_markdown(interval_table(intervals)), ""]
     detail = results.groupby(["init", "protocol", "label_fraction"])[["precision", "recall", "f1"]].mean()
     lines += ["### Macro precision / recall / F1 (%)", "", to_markdown((100 * detail).round(1)), ""]
+    if per_class is not None and len(per_class):
+        frac = per_class["label_fraction"].max()
+        lines += [f"### Per-class F1 (%) at {100 * frac:g}% labels", "", to_markdown(per_class_table(per_class)), ""]
     paired = paired_vs_random(results)
     if len(paired):
         lines += ["### Paired comparison against random initialisation (ΔF1, points)", "",
                   to_markdown(paired.round(2), index=False), ""]
+    if "pretrain_saw_test" in results and results["pretrain_saw_test"].any():
+        lines += ["Note: some pretrained encoders saw the (unlabelled) video of test subjects during "
+                  "pretraining (k-fold with one shared pretraining). For a strictly inductive protocol "
+                  "pretrain once per fold with `pretrain.exclude_fold`.", ""]
     lines += [REFERENCE]
     return "\n".join(lines)
 

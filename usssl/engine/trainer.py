@@ -27,15 +27,20 @@ from usssl.engine.tracking import Tracker
 log = logging.getLogger(__name__)
 
 
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``<name>.tmp``, then rename over ``path``: a killed run leaves no half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to ``<name>.tmp`` then renames it over the target."""
+    """Writes each checkpoint atomically (``save_atomic``)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        save_atomic(checkpoint, path)
 
 
 class MLflowCallback(Callback):

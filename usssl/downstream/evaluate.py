@@ -1,0 +1,119 @@
+"""The evaluate stage: score every fitted model on its fold's held-out subjects and write the report.
+
+Outputs in ``<output_dir>/evaluate/``:
+
+- ``results.csv``: long format, one row per (init, protocol, label_fraction, fold) with macro
+  precision / recall / F1, accuracy, frame counts and ``pretrain_saw_test``;
+- ``per_class.csv``: the same keys plus class, precision, recall, F1, support;
+- ``intervals.csv``: 95% bootstrap intervals over subjects of the predictions pooled across folds;
+- ``predictions.csv``: model, fold, subject (a keyed pseudonym), shard, frame, true, predicted, p;
+- ``report.md``, ``label_efficiency.png`` and ``confusion_<init>-<protocol>-<fraction>.png``
+  (counts summed over folds).
+
+    >>> summary = run_evaluate(cfg, cfg.stage("evaluate"), tracker, resume=False)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from usssl.config import EvaluateConfig, PipelineConfig
+from usssl.data.cache import Cache
+from usssl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+KEYS = ["init", "protocol", "label_fraction"]
+
+
+def _config_tag(key: tuple) -> str:
+    init, protocol, frac = key
+    return f"{init}-{protocol}-{frac:g}"
+
+
+def run_evaluate(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dict:
+    """Score the models of ``finetune/manifest.json``; write and log the report (module docstring)."""
+    from usssl.downstream.metrics import bootstrap_ci, classification_scores
+    from usssl.downstream.plane_detection import predict
+    from usssl.downstream.report import confusion_plot, label_efficiency_plot, markdown_report
+    from usssl.downstream.transfer import fold_plan, load_model
+
+    cache = Cache(cfg.cache_dir)
+    classes = cache.classes
+    manifest_path = Path(cfg.output_dir) / "finetune" / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConfigError("evaluate: no fine-tuned models found; add a finetune stage before evaluate")
+    manifest = json.loads(manifest_path.read_text())
+    folds = {f.index: f for f in fold_plan(cfg, cfg.stage("finetune"), cache)}
+    tests = {i: f.frames(cache, "test", ecfg.frame_stride) for i, f in folds.items()}
+    out = Path(cfg.output_dir) / "evaluate"
+    out.mkdir(parents=True, exist_ok=True)
+    rows, per_class, predictions = [], [], []
+    pooled: dict[tuple, list[pd.DataFrame]] = {}
+    for entry in manifest:
+        test = tests[entry["fold"]]
+        model = load_model(torch.load(entry["path"], map_location="cpu", weights_only=False))
+        probs = predict(model, test)
+        pred = probs.argmax(1)
+        scores = classification_scores(test.labels, pred, len(classes))
+        key = tuple(entry[k] for k in KEYS)
+        rows.append({**{k: entry[k] for k in KEYS}, "fold": entry["fold"],
+                     **{m: scores[m] for m in ("precision", "recall", "f1", "accuracy")},
+                     "n_train": entry["n_train"], "n_test": len(test),
+                     "n_test_subjects": len(set(test.subject_ids)),
+                     "pretrain_saw_test": entry.get("pretrain_saw_test", False)})
+        pc = scores["per_class"]
+        per_class += [{**{k: entry[k] for k in KEYS}, "fold": entry["fold"], "class": name,
+                       "precision": pc["precision"][c], "recall": pc["recall"][c], "f1": pc["f1"][c],
+                       "support": int(pc["support"][c])} for c, name in enumerate(classes)]
+        frame = pd.DataFrame({"model": entry["tag"], "fold": entry["fold"], "subject": test.subject_ids,
+                              "shard": [s for s, _ in test.items], "frame": [f for _, f in test.items],
+                              "true": [classes[i] for i in test.labels], "pred": [classes[i] for i in pred],
+                              "p_pred": probs[np.arange(len(pred)), pred].round(4),
+                              "y": test.labels, "yhat": pred})
+        predictions.append(frame)
+        pooled.setdefault(key, []).append(frame)
+        tracker.log_metrics({f"{entry['tag']}/{m}": scores[m] for m in ("precision", "recall", "f1", "accuracy")})
+    results = pd.DataFrame(rows)
+    intervals = []
+    for key, frames in pooled.items():
+        both = pd.concat(frames)
+        row = dict(zip(KEYS, key))
+        if ecfg.bootstrap:
+            ci = bootstrap_ci(both["y"].to_numpy(), both["yhat"].to_numpy(), both["subject"].to_numpy(),
+                              len(classes), n_boot=ecfg.bootstrap, seed=cfg.seed)
+            row.update({f"{m}_{end}": ci[m][i] for m in ci for i, end in enumerate(("lo", "hi"))})
+        row["n_subjects"] = both["subject"].nunique()
+        intervals.append(row)
+        cm = classification_scores(both["y"].to_numpy(), both["yhat"].to_numpy(), len(classes))["confusion"]
+        mean_f1 = results.groupby(KEYS)["f1"].mean()[key]
+        if ecfg.confusion_plots == "all":
+            confusion_plot(cm, classes, out / f"confusion_{_config_tag(key)}.png",
+                           f"{_config_tag(key)} — macro F1 {100 * mean_f1:.1f}% (all folds)")
+    if ecfg.confusion_plots == "best":
+        best = results.groupby(KEYS)["f1"].mean().idxmax()
+        both = pd.concat(pooled[best])
+        cm = classification_scores(both["y"].to_numpy(), both["yhat"].to_numpy(), len(classes))["confusion"]
+        confusion_plot(cm, classes, out / f"confusion_{_config_tag(best)}.png", f"{_config_tag(best)} (best)")
+    intervals = pd.DataFrame(intervals)
+    per_class = pd.DataFrame(per_class)
+    results.to_csv(out / "results.csv", index=False)
+    per_class.to_csv(out / "per_class.csv", index=False)
+    intervals.to_csv(out / "intervals.csv", index=False)
+    pd.concat(predictions).drop(columns=["y", "yhat"]).to_csv(out / "predictions.csv", index=False)
+    report = markdown_report(results, intervals=intervals if ecfg.bootstrap else None, per_class=per_class)
+    (out / "report.md").write_text(report)
+    label_efficiency_plot(results, out / "label_efficiency.png")
+    for name in ("results.csv", "per_class.csv", "intervals.csv", "predictions.csv", "report.md",
+                 "label_efficiency.png"):
+        tracker.log_artifact(out / name, "report")
+    for png in sorted(out.glob("confusion_*.png")):
+        tracker.log_artifact(png, "report/confusion")
+    n_test = int(results.groupby("fold")["n_test"].first().sum())
+    return {"report": report, "results": str(out / "results.csv"), "n_test": n_test, "folds": len(folds)}
