@@ -22,7 +22,9 @@ TINY = {
                       "max_epochs": 2, "batch_size": 16, "pairs_per_epoch": 48}},
         {"finetune": {"max_epochs": 1, "samples_per_epoch": 32, "batch_size": 16,
                       "label_fractions": [0.5, 1.0], "linear_epochs": 20}},
-        {"evaluate": {}},
+        {"evaluate": {"bootstrap": 50}},
+        {"saliency": {"epochs": 1, "batch_size": 16, "n_overlays": 1, "frame_stride": 2}},
+        {"export": {}},
     ],
 }
 

@@ -100,3 +100,20 @@ def test_configuration_reference_is_current():
     doc = (REPO / "docs" / "configuration.md").read_text()
     assert doc == reference_markdown(), "regenerate: usssl validate --reference > docs/configuration.md"
     assert "| `optimizer` | OptimizerConfig |" in doc and "## `stages[].pretrain.speech`" in doc
+
+
+def test_several_pretrain_stages_need_names_and_inits_must_exist(tmp_path):
+    from usssl.config import PipelineConfig
+
+    pre = {"pretrain": {"method": "cvrl"}}
+    with pytest.raises(ValueError, match="distinct names"):
+        PipelineConfig.model_validate({"stages": [pre, pre]})
+    cfg = PipelineConfig.model_validate({"output_dir": str(tmp_path), "stages": [
+        pre, {"pretrain": {"method": "cvrl", "name": "cvrl_long"}}, {"finetune": {"inits": ["random", "cvrl_long"]}}]})
+    assert cfg.pretrain_names() == ["cvrl", "cvrl_long"]
+    assert cfg.pretrain_dir("cvrl") == tmp_path / "pretrain"
+    assert cfg.pretrain_dir("cvrl_long") == tmp_path / "pretrain-cvrl_long"
+    with pytest.raises(ValueError, match="unknown init 'simclr'"):
+        PipelineConfig.model_validate({"stages": [pre, {"finetune": {"inits": ["simclr"]}}]})
+    with pytest.raises(ValueError, match="exclude_fold"):
+        PipelineConfig.model_validate({"stages": [{"pretrain": {"exclude_fold": 1}}, {"finetune": {}}]})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY
+from conftest import TINY
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,39 @@ def test_tiny_pipeline_writes_report_and_results(tiny_run):
     assert (out / "evaluate" / "label_efficiency.png").stat().st_size > 1000
     preds = pd.read_csv(out / "evaluate" / "predictions.csv")
     assert len(preds) == 8 * results["n_test"].iloc[0]
-    for i, kind in enumerate(["ingest", "pretrain", "finetune", "evaluate"]):
+    for i, kind in enumerate(["ingest", "pretrain", "finetune", "evaluate", "saliency", "export"]):
         assert (out / "stages" / f"{i}-{kind}.done.json").is_file()
+
+
+def test_saliency_stage_scores_each_init_against_baselines(tiny_run):
+    cfg, result = tiny_run
+    out = Path(cfg.output_dir) / "saliency"
+    for init in ("random", "video_speech"):
+        summary = pd.read_csv(out / init / "saliency_summary.csv").set_index("model")
+        assert set(summary.index) == {"trained", "centre_bias", "uniform"}
+        assert summary.loc["uniform", "cc"] == 0.0 and summary.loc["uniform", "auc_judd"] == 0.5
+        assert (out / init / "saliency_model.pt").is_file()
+    report = (out / "report.md").read_text()
+    assert "video_speech encoder + decoder" in report and "centre bias" in report
+    assert "Gaze saliency" in result["report"] and "macro F1" in result["report"]
+
+
+def test_export_stage_output_runs_in_usssl_predict(tiny_run, tmp_path):
+    from usssl.cli import main
+
+    cfg, result = tiny_run
+    export = Path(cfg.output_dir) / "export"
+    spec = json.loads((export / "preprocessing.json").read_text())
+    results = pd.read_csv(Path(cfg.output_dir) / "evaluate" / "results.csv")
+    best = results[results["protocol"] != "knn"].groupby(["init", "protocol", "label_fraction"])["f1"].mean().idxmax()
+    assert spec["provenance"]["init"] == best[0] and spec["provenance"]["protocol"] == best[1]
+    assert "saliency" in spec["models"] and spec["input"]["size"] == [32, 32]
+    video = sorted((Path(cfg.output_dir) / "synth").rglob("*.mp4"))[0]
+    assert main(["predict", str(export), str(video), "--out", str(tmp_path / "pred"), "--every", "5"]) == 0
+    planes = pd.read_csv(tmp_path / "pred" / "input-001" / "planes.csv")
+    probs = planes[[c for c in planes if c.startswith("p_")]].to_numpy()
+    assert len(planes) > 10 and np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert len(list((tmp_path / "pred" / "input-001" / "saliency").glob("*.png"))) >= 2
 
 
 def test_pretraining_sees_only_training_subjects(tiny_run):

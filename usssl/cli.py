@@ -1,4 +1,4 @@
-"""The ``usssl`` command: run, validate, synth, ingest, deidentify, doctor.
+"""The ``usssl`` command: run, validate, synth, ingest, datacard, deidentify, doctor.
 
 Errors a user can fix (a config typo, a missing file, unreadable data) print one clear message and
 exit with code 2 (config) or 1 (data), without a traceback. Heavy libraries (torch, lightning,
@@ -82,6 +82,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from usssl.config import IngestConfig, load_config
 
+    if args.merge:
+        if args.sources or args.out or args.shard:
+            raise ConfigError("usssl ingest --merge CACHE takes no sources, --out or --shard: it joins the "
+                              "parts that `usssl ingest SRC --out CACHE --shard K/N` wrote")  # fmt: skip
+        from usssl.data.ingest import merge_parts
+
+        return _ingest_done(merge_parts(Path(args.merge)), args.strict)
+    if not args.sources or not args.out:
+        raise ConfigError("usssl ingest: give SOURCES and --out CACHE (or --merge CACHE)")
     if args.config:
         cfg = load_config(args.config, args.set)
         icfg = cfg.stage("ingest") or IngestConfig()
@@ -94,12 +103,38 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         updates["audio"] = False
     icfg = icfg.model_copy(update={k: v for k, v in updates.items() if v is not None})
     IngestConfig.model_validate(icfg.model_dump())
-    from usssl.data.ingest import ingest
+    from usssl.data.ingest import ingest, parse_part
 
-    summary = ingest([Path(s) for s in args.sources], Path(args.out), icfg, progress=True)
-    print(f"ingested {summary.n_ok} recording(s), skipped {summary.n_skipped}; cache: {summary.cache_dir}")
+    part = parse_part(args.shard) if args.shard else None
+    summary = ingest([Path(s) for s in args.sources], Path(args.out), icfg, progress=True, part=part)
+    if part is not None:
+        print(f"part {part[0]}/{part[1]} done; once every part is, run: usssl ingest --merge {args.out}")
+    return _ingest_done(summary, args.strict)
+
+
+def _ingest_done(summary, strict: bool) -> int:
+    """Print what an ingest (or merge) did; exit 1 under ``--strict`` when an input failed."""
+    print(f"ingested {summary.n_ok} recording(s), {summary.n_failed} failed, "
+          f"{summary.n_skipped - summary.n_failed} skipped (not recordings); cache: {summary.cache_dir}")
     if summary.n_skipped:
         print(f"see {summary.report_path} for the reasons")
+    if strict and summary.n_failed:
+        print(f"error: --strict: {summary.n_failed} input(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_datacard(args: argparse.Namespace) -> int:
+    from usssl.data.cache import Cache
+    from usssl.data.datacard import data_card
+
+    cache = Cache(args.cache)  # a DataError unless the ingest finished
+    out = Path(args.out) if args.out else Path("data_cards") / f"{cache.root.resolve().name}.md"
+    if out.suffix.lower() != ".md":
+        raise ConfigError(f"usssl datacard: --out {out}: give a Markdown file name ending in .md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(data_card(cache.root))
+    print(f"data card written to {out}; fill in its last section (docs: data_cards/TEMPLATE.md)")
     return 0
 
 
@@ -201,9 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=40.0, help="seconds per scan")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("ingest", help="read recordings into a training cache")
-    p.add_argument("sources", nargs="+", help="files or folders")
-    p.add_argument("--out", required=True, help="cache folder")
+    p = sub.add_parser("ingest", help="read recordings into a training cache",
+                       epilog="Cluster array job: every task runs `usssl ingest SRC --out CACHE --shard K/N` "
+                              "(same SRC, CACHE and settings), then one `usssl ingest --merge CACHE`. "
+                              "Docs: docs/ingest.md")  # fmt: skip
+    p.add_argument("sources", nargs="*", help="files or folders")
+    p.add_argument("--out", help="cache folder")
     p.add_argument("--config", help="take ingest settings from this pipeline YAML")
     with_sets(p)
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
@@ -211,7 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.add_argument("--no-audio", action="store_true", help="drop narration (it may contain names)")
     p.add_argument("--overwrite", action="store_true", help="replace a cache written with other settings")
+    p.add_argument("--shard", metavar="K/N", help="ingest only part K of N of the sorted inputs (array job)")
+    p.add_argument("--merge", metavar="CACHE", help="join the parts of a --shard ingest into the final cache")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any input failed")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("datacard", help="write the Markdown data card of an ingested cache")
+    p.add_argument("cache", help="cache folder")
+    p.add_argument("--out", help="card file (default: data_cards/<cache folder name>.md)")
+    p.set_defaults(func=cmd_datacard)
 
     p = sub.add_parser("deidentify", help="write de-identified copies of DICOMs for sharing (PS3.15 basic profile)")
     p.add_argument("source", help="folder of DICOM files")
@@ -224,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="versions, codecs, GPU and tracking set-up")
     p.set_defaults(func=cmd_doctor)
+
+    from usssl.predict import add_parser as add_predict_parser  # light: heavy imports are inside
+
+    add_predict_parser(sub)
     return parser
 
 

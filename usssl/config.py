@@ -26,7 +26,7 @@ from usssl.config_base import Strict
 from usssl.errors import ConfigError
 from usssl.methods.configs import CVRLConfig, OrderTransformConfig
 
-STAGE_NAMES = ("ingest", "pretrain", "finetune", "evaluate")
+STAGE_NAMES = ("ingest", "pretrain", "finetune", "evaluate", "saliency", "export")
 
 
 # ----------------------------------------------------------------------------- data
@@ -258,6 +258,52 @@ class EvaluateConfig(Strict):
         "all", description="confusion-matrix PNGs: every (init, protocol, fraction), the best one, or none")
 
 
+class SaliencyConfig(Strict):
+    """Gaze-saliency transfer: ground-truth maps, decoder, training and outputs."""
+
+    window_frames: int = Field(2, ge=0, description="gaze of the cached frames within ± this many frames of a "
+                               "frame forms its ground truth; frames with no gaze in the window are skipped")
+    frame_stride: int = Field(1, ge=1, description="use every n-th cached frame (the protocol: every 8th at 30 fps)")
+    clip_frames: int = Field(1, ge=1, description="frames per input clip centred on the frame (1: single frame; "
+                             "3-D encoders may want more)")
+    sigma_px: float = Field(2.0, gt=0, description="Gaussian σ of the ground truth in cached pixels "
+                            "(unless sigma_deg)")
+    sigma_deg: float | None = Field(None, gt=0, description="σ in degrees of visual angle (the protocol: about 1); "
+                                    "needs screen_width_px, screen_width_mm and distance_mm")
+    screen_width_px: int | None = Field(None, gt=0, description="viewing geometry: screen width in pixels")
+    screen_width_mm: float | None = Field(None, gt=0, description="viewing geometry: screen width in mm")
+    distance_mm: float | None = Field(None, gt=0, description="viewing geometry: eye-to-screen distance in mm")
+    display_scale: float = Field(1.0, gt=0, description="screen pixels per source-video pixel, as the "
+                                 "sonographer saw the video")
+    decoder_channels: int = Field(32, ge=1, description="channels of the upsampling decoder")
+    decoder_blocks: int = Field(2, ge=0, description="×2 upsampling blocks before the final resize to the input size")
+    freeze_encoder: bool = Field(True, description="true: only the decoder trains; false: fine-tune the encoder too")
+    epochs: int = Field(5, ge=1, description="passes over the training frames")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
+    batch_size: int = Field(16, ge=1, description="frames per training batch")
+    hflip: bool = Field(True, description="flip half the training frames left-right, with their ground truth")
+    n_overlays: int = Field(4, ge=0, description="test frames drawn as frame | prediction | ground truth PNGs")
+    inits: list[str] = Field(default_factory=lambda: ["random", "pretrain"],
+                             description="pipeline stage: encoders to transfer (random; pretrain = every "
+                             "pretrain stage; or a pretrain stage's name); train split → test split")
+
+    @model_validator(mode="after")
+    def _geometry_with_degrees(self) -> "SaliencyConfig":
+        missing = [k for k in ("screen_width_px", "screen_width_mm", "distance_mm") if getattr(self, k) is None]
+        if self.sigma_deg is not None and missing:
+            raise ValueError(f"sigma_deg needs the viewing geometry: set {', '.join(missing)} (or use sigma_px)")
+        return self
+
+
+class ExportConfig(Strict):
+    """Export a fine-tuned plane classifier (+ its saliency model) for ``usssl predict``."""
+
+    model: str = Field("best", description="best: the highest mean macro F1 of the evaluate stage (linear or "
+                       "finetune); or a model tag from finetune/manifest.json, e.g. video_speech-finetune-1")
+    saliency: bool = Field(True, description="include the saliency model trained for the same init, when one exists")
+
+
 class StageEntry(Strict):
     """One ``- <stage>: {...}`` item of ``stages``; exactly one key is set."""
 
@@ -265,6 +311,8 @@ class StageEntry(Strict):
     pretrain: PretrainConfig | None = None
     finetune: FinetuneConfig | None = None
     evaluate: EvaluateConfig | None = None
+    saliency: SaliencyConfig | None = None
+    export: ExportConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -320,11 +368,12 @@ class PipelineConfig(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"stages: pretrain stages need distinct names (got {names}); set pretrain.name")
         fine = self.stage("finetune")
-        if fine is not None:
-            known = {"random", "pretrain", "supervised", *names}
-            for init in fine.inits:
-                if init not in known:
-                    raise ValueError(f"finetune.inits: unknown init {init!r}; choose from {sorted(known)}")
+        known = {"random", "pretrain", *names}
+        for kind, body in (("finetune", fine), ("saliency", self.stage("saliency"))):
+            allowed = known | {"supervised"} if kind == "finetune" else known
+            for init in body.inits if body is not None else []:
+                if init not in allowed:
+                    raise ValueError(f"{kind}.inits: unknown init {init!r}; choose from {sorted(allowed)}")
         for e in self.stages:
             fold = e.body.exclude_fold if e.kind == "pretrain" else None
             if fold is not None and (fine is None or fine.cv != "kfold" or fold >= fine.folds):

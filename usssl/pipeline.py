@@ -172,11 +172,25 @@ def run_evaluate(cfg: PipelineConfig, ecfg, tracker: Tracker, resume: bool) -> d
     return run(cfg, ecfg, tracker, resume)
 
 
+def run_saliency(cfg: PipelineConfig, scfg, tracker: Tracker, resume: bool) -> dict:
+    from usssl.downstream.stages import run_saliency_stage
+
+    return run_saliency_stage(cfg, scfg, tracker, resume)
+
+
+def run_export(cfg: PipelineConfig, xcfg, tracker: Tracker, resume: bool) -> dict:
+    from usssl.downstream.stages import run_export as run
+
+    return run(cfg, xcfg, tracker, resume)
+
+
 STAGES: dict[str, Callable[..., dict]] = {
     "ingest": run_ingest,
     "pretrain": run_pretrain,
     "finetune": run_finetune,
     "evaluate": run_evaluate,
+    "saliency": run_saliency,
+    "export": run_export,
 }
 
 
@@ -236,6 +250,7 @@ def run_pipeline(cfg: PipelineConfig, resume: bool = False) -> dict[str, Any]:
         if "ingest" in results:
             tracker.set_tags({"dataset_digest": results["ingest"].get("digest", "")})
     results["seconds"] = round(time.time() - t0, 1)
-    if "evaluate" in results:
-        results["report"] = results["evaluate"].get("report")
+    reports = [results[k].get("report") for k in ("evaluate", "saliency") if k in results]
+    if any(reports):
+        results["report"] = "\n".join(r for r in reports if r)
     return results

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from usssl.downstream.saliency_metrics import (auc_judd, cc, fixation_map, kl_div, nss, saliency_scores, sim,
-                                               sigma_from_visual_angle)
+from usssl.downstream.saliency_metrics import (auc_judd, cc, fixation_map, gaze_fixations, kl_div, nss,
+                                               saliency_scores, sigma_from_visual_angle, sim)
 
 
 def test_kl_uniform_prediction_single_fixation_map():
@@ -71,3 +71,71 @@ def test_sigma_from_visual_angle_and_all_scores():
     scores = saliency_scores(gt, gt, fix)
     assert scores["cc"] == pytest.approx(1.0) and scores["sim"] == pytest.approx(1.0)
     assert scores["kl"] == pytest.approx(0.0, abs=1e-9) and scores["auc_judd"] > 0.99 and scores["nss"] > 3
+
+
+def test_kl_hand_computed_with_the_reference_epsilon():
+    gt = np.array([0.5, 0.5, 0.0, 0.0])
+    assert kl_div(np.full(4, 3.0), gt) == pytest.approx(math.log(2), abs=1e-9)  # constant prediction
+    # S = 0 at a fixated pixel: only ε keeps the log finite, KL = .5·log(ε + .5/(1 + ε)) + .5·log(ε + .5/ε)
+    eps = 2.2204e-16
+    expected = 0.5 * math.log(eps + 0.5 / (1 + eps)) + 0.5 * math.log(eps + 0.5 / eps)
+    assert kl_div(np.array([1.0, 0.0, 0.0, 0.0]), gt) == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(17.33, abs=0.01)
+    assert kl_div(np.ones(4), np.zeros(4)) == 0.0  # no ground truth mass: nothing to diverge from
+
+
+def test_cc_hand_computed():
+    a = np.array([1.0, 2.0, 3.0, 4.0])  # deviations −1.5, −.5, .5, 1.5
+    b = np.array([0.0, 0.0, 1.0, 1.0])  # deviations −.5, −.5, .5, .5
+    # Σ products = 2, Σ a-dev² = 5, Σ b-dev² = 1  →  2 / √5
+    assert cc(a, b) == pytest.approx(2 / math.sqrt(5))
+    assert cc(b, a) == pytest.approx(2 / math.sqrt(5))
+
+
+def test_sim_min_max_normalises_and_constant_map_is_uniform():
+    # [2, 4, 6] → [0, .5, 1] → [0, 1/3, 2/3];  [1, 1, 3] → [0, 0, 1];  Σ min = 2/3
+    assert sim(np.array([2.0, 4.0, 6.0]), np.array([1.0, 1.0, 3.0])) == pytest.approx(2 / 3)
+    # a constant map is the uniform 1/4: overlap with [.5, .5, 0, 0] is .25 + .25
+    assert sim(np.full(4, 5.0), np.array([0.5, 0.5, 0.0, 0.0])) == pytest.approx(0.5)
+    assert sim(np.array([0.0, 0.0, 0.0, 1.0]), np.array([0.0, 0.0, 0.0, 3.0])) == pytest.approx(1.0)  # single fixation
+
+
+def test_auc_judd_single_fixation_below_the_peak_and_repeated_fixations():
+    pred = np.array([[0.1, 0.4, 0.35, 0.8]])
+    # one fixation at 2.5/7: 3 pixels ≥ t → TP 1, FP (3 − 1)/3;  points (0,0) (2/3,1) (1,1): area 1/3 + 1/3
+    assert auc_judd(pred, np.array([[0, 0, 1, 0]])) == pytest.approx(2 / 3)
+    assert auc_judd(pred, np.array([[0, 0, 3, 0]])) == pytest.approx(2 / 3)  # a pixel counts once
+    # fixation at the minimum: its threshold admits every pixel, TP 1 and FP (4 − 1)/3 = 1: the
+    # curve is the diagonal, 0.5
+    assert auc_judd(pred, np.array([[1, 0, 0, 0]])) == pytest.approx(0.5)
+
+
+def test_nss_counts_a_pixel_once():
+    pred = np.array([[0.0, 0.0], [0.0, 4.0]])
+    assert nss(pred, np.array([[2, 0], [0, 1]])) == pytest.approx((-1 / math.sqrt(3) + 3 / math.sqrt(3)) / 2)
+
+
+def test_fixation_map_anisotropic_sigma_and_counts():
+    fix = np.zeros((40, 60))
+    fix[20, 15] = 2
+    fix[20, 45] = 1
+    m = fixation_map(fix, sigma_px=(3.0, 1.5))  # (σ_y, σ_x)
+    assert m.sum() == pytest.approx(1.0)
+    assert m[20, 15] / m[20, 45] == pytest.approx(2.0, rel=1e-6)  # a pixel fixated twice weighs twice
+    assert m[23, 15] / m[20, 15] == pytest.approx(math.exp(-0.5), rel=0.02)  # one σ_y down
+    assert m[20, 17] / m[20, 15] == pytest.approx(math.exp(-(2**2) / (2 * 1.5**2)), rel=0.02)  # 2 px along x
+    with pytest.raises(ValueError):
+        fixation_map(fix, 0.0)
+
+
+def test_gaze_fixations_rounds_to_pixel_centres_skips_nan_and_clips():
+    pts = np.array([[2.4, 1.6], [2.6, 1.4], [np.nan, np.nan], [-3.0, 9.0], [2.0, 2.0]])
+    counts = gaze_fixations(pts, (4, 5))  # (H, W)
+    assert counts[2, 2] == 2 and counts[1, 3] == 1 and counts[3, 0] == 1  # x 2.4 → col 2, y 1.6 → row 2
+    assert counts.sum() == 4  # the NaN point is skipped, the outside one clipped to the corner
+    assert gaze_fixations(np.full((3, 2), np.nan), (4, 5)).sum() == 0
+
+
+def test_sigma_from_visual_angle_rejects_nonsense():
+    with pytest.raises(ValueError, match="positive"):
+        sigma_from_visual_angle(1.0, 1920, 0.0, 600.0)

@@ -48,8 +48,8 @@ def test_published_sizes(nets):
 def test_temporal_layout_and_order_sensitivity(nets):
     x = torch.rand(1, 1, 8, 16, 16)
     with torch.no_grad():
-        assert nets["r3d_50"].feature_map(x).shape[2] == 8  # slow-only never strides in time
-        assert nets["r3d_18"].feature_map(x).shape[2] == 1  # R3D halves T in stages 2–4
+        assert nets["r3d_50"].feature_volume(x).shape[2] == 8  # slow-only never strides in time
+        assert nets["r3d_18"].feature_volume(x).shape[2] == 1  # R3D halves T in stages 2–4
     kernels = [b.body[0].kernel_size[0] for stage in nets["r3d_50"].stages for b in stage]
     assert kernels == [1] * 7 + [3] * 9  # temporal kernels only in res4 and res5
     tiny = build_video3d("tiny3d", width=4, dim=8).eval()

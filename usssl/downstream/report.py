@@ -81,6 +81,8 @@ def interval_table(intervals: pd.DataFrame) -> pd.DataFrame:
 def per_class_table(per_class: pd.DataFrame) -> pd.DataFrame:
     """Per-class F1 (%) at the largest label fraction, mean over folds: rows class, columns init · protocol."""
     top = per_class[per_class["label_fraction"] == per_class["label_fraction"].max()]
+    seen = top.groupby("class", sort=False)["support"].sum()
+    top = top[top["class"].isin(seen[seen > 0].index)]  # classes absent from every test set: no row
     mean = top.groupby(["class", "init", "protocol"], sort=False)["f1"].mean().reset_index()
     mean["model"] = mean["init"] + " · " + mean["protocol"]
     table = mean.pivot(index="class", columns="model", values="f1")

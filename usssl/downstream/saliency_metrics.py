@@ -3,8 +3,9 @@
 Bylinskii, Judd, Oliva, Torralba, Durand. *What do different evaluation metrics tell us about
 saliency models?* TPAMI 2018 (METHODS.md §3). KL, CC and SIM compare the prediction with the
 blurred fixation map; NSS and AUC-Judd with the binary fixations. Maps are 2-D numpy arrays.
+Where the reference returns NaN (constant maps) each function says what it returns instead.
 
-    >>> fixations = np.zeros((48, 64), bool); fixations[20, 30] = True
+    >>> fixations = gaze_fixations(np.array([[30.2, 19.8]]), (48, 64))   # x, y → pixel (20, 30)
     >>> gt = fixation_map(fixations, sigma_px=3.0)      # sums to 1
     >>> kl_div(pred, gt), cc(pred, gt), nss(pred, fixations), sim(pred, gt), auc_judd(pred, fixations)
 """
@@ -20,29 +21,68 @@ EPS = 2.2204e-16  # the reference's ε (MATLAB eps)
 
 def sigma_from_visual_angle(degrees: float, screen_width_px: int, screen_width_mm: float,
                             distance_mm: float) -> float:
-    """Gaussian σ in pixels for ``degrees`` of visual angle at the given viewing geometry."""
+    """Gaussian σ in screen pixels for ``degrees`` of visual angle at the given viewing geometry.
+
+    The angle subtends 2·d·tan(θ/2) mm on a screen ``distance_mm`` away; the screen has
+    ``screen_width_px / screen_width_mm`` pixels per mm.
+    """
+    if degrees <= 0 or screen_width_px <= 0 or screen_width_mm <= 0 or distance_mm <= 0:
+        raise ValueError("visual angle and viewing geometry must be positive, got "
+                         f"{degrees}°, {screen_width_px} px, {screen_width_mm} mm, {distance_mm} mm")
     size_mm = 2 * distance_mm * math.tan(math.radians(degrees) / 2)
     return size_mm * screen_width_px / screen_width_mm
 
 
-def fixation_map(fixations: np.ndarray, sigma_px: float) -> np.ndarray:
+def fixation_map(fixations: np.ndarray, sigma_px: float | tuple[float, float]) -> np.ndarray:
     """Sum of Gaussians (σ in pixels) at the fixated pixels, normalised to sum 1.
 
+    The Gaussians are cut at 4σ and at the image border (mass outside the frame is dropped
+    before normalising).
+
     Args:
-        fixations: (H, W) bool/int map of fixated pixels (counts allowed).
-        sigma_px: Gaussian standard deviation in pixels.
+        fixations: (H, W) bool/int map of fixated pixels (counts allowed: a pixel fixated twice
+            weighs twice).
+        sigma_px: Gaussian standard deviation in pixels, or (σ_y, σ_x) when the cached pixels
+            are not square.
 
     Returns:
         (H, W) float64 summing to 1 (all zeros when there is no fixation).
     """
     import cv2
 
+    sigma_y, sigma_x = (sigma_px, sigma_px) if np.isscalar(sigma_px) else sigma_px
+    if sigma_y <= 0 or sigma_x <= 0:
+        raise ValueError(f"fixation_map: sigma_px must be positive, got {sigma_px}")
     fix = np.asarray(fixations, dtype=np.float64)
     if fix.sum() == 0:
         return np.zeros_like(fix)
-    radius = max(1, int(math.ceil(4 * sigma_px)))
-    blurred = cv2.GaussianBlur(fix, (2 * radius + 1, 2 * radius + 1), sigma_px, borderType=cv2.BORDER_CONSTANT)
+    ry, rx = (max(1, int(math.ceil(4 * s))) for s in (sigma_y, sigma_x))
+    blurred = cv2.GaussianBlur(fix, (2 * rx + 1, 2 * ry + 1), sigmaX=sigma_x, sigmaY=sigma_y,
+                               borderType=cv2.BORDER_CONSTANT)  # ksize is (width, height)
     return blurred / blurred.sum()
+
+
+def gaze_fixations(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Binary-with-counts fixation map from gaze points (the input of ``fixation_map``, NSS, AUC).
+
+    Each point lands on the pixel whose centre is nearest (pixel centres at integer x, y, as in
+    the cache); NaN points are skipped and points are clipped into the frame.
+
+    Args:
+        points: (n, 2) float x, y in pixels, NaN where absent.
+        shape: (H, W) of the map.
+
+    Returns:
+        (H, W) float64 counts (a pixel fixated twice holds 2).
+    """
+    h, w = shape
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    pts = pts[~np.isnan(pts).any(axis=1)]  # (m, 2)
+    counts = np.zeros((h, w), dtype=np.float64)
+    cols = np.clip(np.floor(pts[:, 0] + 0.5).astype(np.int64), 0, w - 1)
+    rows = np.clip(np.floor(pts[:, 1] + 0.5).astype(np.int64), 0, h - 1)
+    np.add.at(counts, (rows, cols), 1.0)
+    return counts
 
 
 def _unit_sum(x: np.ndarray) -> np.ndarray:
@@ -58,7 +98,10 @@ def kl_div(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def cc(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Pearson correlation of the two maps (0 when either is constant)."""
+    """Pearson correlation of the two maps.
+
+    A constant map scores 0 (no linear relation); the reference divides by a zero std (NaN).
+    """
     p = np.asarray(pred, np.float64).ravel()
     g = np.asarray(gt, np.float64).ravel()
     ps, gs = p.std(), g.std()
@@ -68,7 +111,12 @@ def cc(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def nss(pred: np.ndarray, fixations: np.ndarray) -> float:
-    """Mean of the z-scored prediction at the fixated pixels (0 for a constant prediction)."""
+    """Mean of the z-scored prediction at the fixated pixels (a pixel fixated twice counts once).
+
+    The z-score uses the population std (÷N, as numpy and the Python ports of the benchmark);
+    the MATLAB reference's ``std`` divides by N − 1, a relative difference of √(N/(N−1)) − 1
+    (< 1e-5 at 224×288). A constant prediction scores 0 (the reference: NaN).
+    """
     p = np.asarray(pred, np.float64)
     fix = np.asarray(fixations) > 0
     if not fix.any():
@@ -80,13 +128,19 @@ def nss(pred: np.ndarray, fixations: np.ndarray) -> float:
 
 
 def sim(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Histogram intersection Σ min(P, Q) of min-max-normalised, then unit-sum maps."""
+    """Histogram intersection Σ min(P, Q) of min-max-normalised, then unit-sum maps.
+
+    A zero map stays zero (SIM 0). A constant non-zero map, where min-max normalisation divides
+    by zero (NaN in the reference), is taken as the uniform distribution 1/N: a uniform
+    prediction then scores Σ min(1/N, Q), its overlap with the ground truth.
+    """
 
     def norm(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64)
         span = x.max() - x.min()
-        x = (x - x.min()) / span if span > 0 else np.zeros_like(x)
-        return _unit_sum(x)
+        if span > 0:
+            return _unit_sum((x - x.min()) / span)
+        return np.full_like(x, 1.0 / x.size) if x.max() != 0 else np.zeros_like(x)
 
     return float(np.minimum(norm(pred), norm(gt)).sum())
 

@@ -1,8 +1,10 @@
 """Video and spectrogram encoders behind one interface.
 
 Every video encoder maps ``x: (B, C, T, H, W) -> (B, D)`` and has an ``out_dim`` attribute; 2-D
-encoders run per frame and average over time. The tiny CNN here is for tests and the demo; the
-paper backbones (SE-ResNeXt-50 with dilation, ResNets, R3D) join this registry in a later issue.
+encoders run per frame and average over time. ``feature_map(x) -> (B, C', h, w)`` gives the last
+spatial feature map, averaged (2-D) or pooled (3-D) over time, for dense heads such as saliency.
+The tiny CNN here is for tests and the demo; the paper backbones (SE-ResNeXt-50 with dilation,
+ResNets, R3D) join this registry in a later issue.
 
     >>> enc = build_encoder(EncoderConfig(name="tiny2d", width=16, dim=64))
     >>> enc(torch.rand(4, 1, 2, 64, 64)).shape
@@ -43,9 +45,13 @@ class TinyCNN2d(nn.Module):
         self.fc = nn.Linear(chans[-1], dim)
         self.out_dim = dim
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) → last feature map (B, 4·width, H/16, W/16)."""
+        return self.features(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) → (B, dim)."""
-        h = self.features(x).mean(dim=(2, 3))  # (B, chans[-1])
+        h = self.feature_map(x).mean(dim=(2, 3))  # (B, chans[-1])
         return self.fc(h)
 
 
@@ -63,6 +69,13 @@ class FrameEncoder(nn.Module):
         frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)  # (B·T, C, H, W)
         return self.image_encoder(frames).view(b, t, -1).mean(dim=1)
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, T, H, W) → the image encoder's last feature map averaged over time (B, C', h, w)."""
+        b, c, t, h, w = x.shape
+        frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)  # (B·T, C, H, W)
+        fmap = self.image_encoder.feature_map(frames)  # (B·T, C', h, w)
+        return fmap.view(b, t, *fmap.shape[1:]).mean(dim=1)
+
 
 def build_image_encoder(name: str, in_channels: int = 1, width: int = 16, dim: int = 64,
                         dilate_last: int = 1) -> nn.Module:
@@ -73,6 +86,10 @@ def build_image_encoder(name: str, in_channels: int = 1, width: int = 16, dim: i
         from usssl.models.seresnext import se_resnext50
 
         return se_resnext50(in_channels, width=0.5 if name.endswith("half") else 1.0, dilate_last=dilate_last)
+    if name in ("resnet18", "resnet50"):
+        from usssl.models.resnet2d import resnet2d
+
+        return resnet2d(name, in_channels)
     raise ValueError(f"unknown encoder {name!r}")
 
 

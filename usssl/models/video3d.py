@@ -14,7 +14,7 @@
 
 All take single-channel clips by default, have no downloaded weights, and map
 ``(B, C, T, H, W) -> (B, out_dim)`` by global average pooling (plus a linear layer to ``dim`` for
-``tiny3d``).
+``tiny3d``). ``feature_map`` pools time only, ``(B, C', H', W')``; ``feature_volume`` keeps it.
 
     >>> enc = build_video3d("tiny3d", width=8, dim=32)
     >>> enc(torch.rand(2, 1, 4, 32, 32)).shape
@@ -131,13 +131,17 @@ class ResNet3d(nn.Module):
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) → last feature map (B, channels, T', H', W')."""
+    def feature_volume(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) → last spatio-temporal feature map (B, channels, T', H', W')."""
         return self.stages(self.stem(x))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) → last feature map average-pooled over time (B, channels, H', W')."""
+        return self.feature_volume(x).mean(dim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, T, H, W) → (B, out_dim)."""
-        return self.fc(self.feature_map(x).mean(dim=(2, 3, 4)))
+        return self.fc(self.feature_map(x).mean(dim=(2, 3)))  # = global mean over T', H', W'
 
 
 def build_video3d(name: str, in_channels: int = 1, width: int = 16, dim: int = 64) -> ResNet3d:

@@ -1,0 +1,371 @@
+"""Gaze saliency: fixation maps from the cache's gaze, a map decoder on encoder features, KL training.
+
+The protocol of Droste et al. (IPMI 2019), reused by both ultrasound papers (METHODS.md §3): the
+ground truth of a frame is a sum of Gaussians at the sonographer's gaze points, normalised to sum
+1; the transferred encoder's last layers are replaced by a 2-D map decoder trained with the
+KL divergence; KL, CC, NSS, SIM and AUC-Judd are scored as the MIT benchmark defines them
+(``usssl.downstream.saliency_metrics``). Baselines scored on the same frames: a centre-bias
+Gaussian (its width fitted on the training split) and the uniform map.
+
+The papers do not fix the gaze window, the decoder or the schedule: they are ``SaliencyConfig``
+fields with small defaults.
+
+    >>> cfg = SaliencyConfig(epochs=5, sigma_px=2.0)
+    >>> summary = run_saliency(Cache("runs/demo/cache"), encoder, cfg, Path("runs/demo/saliency"))
+    >>> summary["trained/kl"], summary["centre_bias/kl"]
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from usssl.config import SaliencyConfig
+from usssl.data.cache import Cache, shard_info
+from usssl.data.datasets import _check_split
+from usssl.downstream.saliency_metrics import (fixation_map, gaze_fixations, kl_div, saliency_scores,
+                                               sigma_from_visual_angle)
+from usssl.errors import DataError
+
+log = logging.getLogger(__name__)
+
+METRICS = ("kl", "cc", "nss", "sim", "auc_judd")
+CENTRE_BIAS_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5)  # σ / image side, fitted on training maps
+
+
+def shard_sigma(cache: Cache, shard_id: str, cfg: SaliencyConfig) -> tuple[float, float]:
+    """(σ_y, σ_x) of the ground-truth Gaussian in the shard's cached pixels.
+
+    With ``sigma_deg``, the angle becomes screen pixels (``sigma_from_visual_angle``), then source
+    pixels (÷ ``display_scale``), then cached pixels through the shard's crop box and resize.
+    """
+    if cfg.sigma_deg is None:
+        return cfg.sigma_px, cfg.sigma_px
+    info = shard_info(cache.root, shard_id) or {}
+    if "crop_box" not in info:
+        raise DataError(f"{cache.root}: shard {shard_id} records no crop box, so degrees of visual angle "
+                        "cannot be turned into cached pixels; set saliency.sigma_px instead of sigma_deg")
+    x0, y0, x1, y1 = info["crop_box"]
+    sigma_src = sigma_from_visual_angle(cfg.sigma_deg, cfg.screen_width_px, cfg.screen_width_mm,
+                                        cfg.distance_mm) / cfg.display_scale
+    return sigma_src * info["height"] / (y1 - y0), sigma_src * info["width"] / (x1 - x0)
+
+
+class SaliencyDataset(Dataset):
+    """Frames with gaze, their ground-truth map and fixations (``Cache(root).shard(id).gaze``).
+
+    A frame t's fixations are the gaze points of frames t − k … t + k (k = ``window_frames``);
+    frames whose window holds no gaze are skipped.
+
+    Items: ``video`` (1, clip_frames, H, W) float in [0, 1] centred on t (edge frames repeated),
+    ``saliency`` (1, H, W) float summing to 1, ``fixations`` (1, H, W) fixation counts,
+    ``points`` (2k + 1, 2) x, y cached pixels (NaN absent), ``frame``, ``subject``, ``index``.
+
+    Args:
+        cache: the ingested cache.
+        shard_ids: shards to read.
+        sigma: (σ_y, σ_x) in cached pixels per shard id (``shard_sigma``), or one σ for all.
+        split: the split every shard must belong to, or None.
+    """
+
+    def __init__(self, cache: Cache, shard_ids: list[str], sigma: float | dict[str, tuple[float, float]] = 2.0,
+                 split: str | None = None, window_frames: int = 2, frame_stride: int = 1,
+                 clip_frames: int = 1) -> None:
+        _check_split(cache, shard_ids, split)
+        self.cache, self.k, self.clip_frames = cache, window_frames, clip_frames
+        self.sigma = sigma if isinstance(sigma, dict) else {s: (float(sigma), float(sigma)) for s in shard_ids}
+        self.subjects = sorted({cache.shard(s).subject for s in shard_ids})
+        self.items: list[tuple[str, int]] = []
+        for shard_id in shard_ids:
+            seen = ~np.isnan(cache.shard(shard_id).gaze).any(axis=1)  # (T,) the frame has gaze
+            cum = np.concatenate([[0], np.cumsum(seen)])  # (T + 1,)
+            t_all = np.arange(len(seen))
+            in_window = cum[np.minimum(t_all + self.k + 1, len(seen))] - cum[np.maximum(t_all - self.k, 0)]  # (T,)
+            frames = np.arange(0, len(seen), frame_stride)
+            self.items += [(shard_id, int(t)) for t in frames[in_window[frames] > 0]]
+
+    @classmethod
+    def from_config(cls, cache: Cache, shard_ids: list[str], cfg: SaliencyConfig,
+                    split: str | None = None) -> SaliencyDataset:
+        """The dataset with the window, stride, clip length and σ of ``cfg``."""
+        return cls(cache, shard_ids, {s: shard_sigma(cache, s, cfg) for s in shard_ids}, split,
+                   cfg.window_frames, cfg.frame_stride, cfg.clip_frames)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def points(self, index: int) -> np.ndarray:
+        """(2k + 1, 2) gaze x, y of item ``index``'s window, NaN where absent or outside the scan."""
+        shard_id, t = self.items[index]
+        gaze = self.cache.shard(shard_id).gaze
+        out = np.full((2 * self.k + 1, 2), np.nan, np.float32)
+        lo, hi = max(t - self.k, 0), min(t + self.k + 1, len(gaze))
+        out[lo - (t - self.k) : hi - (t - self.k)] = gaze[lo:hi]
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        shard_id, t = self.items[index]
+        shard = self.cache.shard(shard_id)
+        idx = np.clip(t + np.arange(self.clip_frames) - self.clip_frames // 2, 0, len(shard) - 1)
+        video = np.asarray(shard.frames[idx], np.float32) / 255.0  # (clip_frames, H, W)
+        points = self.points(index)
+        fixations = gaze_fixations(points, video.shape[1:])  # (H, W) counts
+        gt = fixation_map(fixations, self.sigma[shard_id])  # (H, W), sums to 1
+        return {
+            "video": torch.from_numpy(video)[None],  # (1, clip_frames, H, W)
+            "saliency": torch.from_numpy(gt.astype(np.float32))[None],  # (1, H, W)
+            "fixations": torch.from_numpy(fixations.astype(np.float32))[None],  # (1, H, W)
+            "points": torch.from_numpy(points),  # (2k + 1, 2)
+            "frame": torch.tensor(t),
+            "subject": torch.tensor(self.subjects.index(shard.subject)),
+            "index": torch.tensor(index),
+        }
+
+
+class SaliencyModel(nn.Module):
+    """Encoder ``feature_map`` + a small upsampling decoder → a saliency map at the input size.
+
+    Decoder: 1×1 conv to ``channels``, ``blocks`` × [bilinear ×2, 3×3 conv, ReLU], 1×1 conv to one
+    logit per pixel, bilinear resize to (H, W), softmax over the H·W pixels. The papers replace
+    the network's last layers by "a 2-D map decoder" without details; this one is ours.
+
+    Args:
+        encoder: a video encoder with ``feature_map(x: (B, C, T, H, W)) -> (B, C', h, w)``.
+        channels: decoder width.
+        blocks: ×2 upsampling blocks.
+        freeze_encoder: train the decoder only (the encoder stays in eval mode, no gradients).
+
+    Example:
+        >>> model = SaliencyModel(build_encoder(EncoderConfig()), freeze_encoder=True)
+        >>> model(torch.rand(2, 1, 1, 32, 32)).sum(dim=(1, 2))   # tensor([1., 1.])
+    """
+
+    def __init__(self, encoder: nn.Module, channels: int = 32, blocks: int = 2, freeze_encoder: bool = True) -> None:
+        super().__init__()
+        if not hasattr(encoder, "feature_map"):
+            raise TypeError(f"{type(encoder).__name__} has no feature_map(x) -> (B, C', h, w)")
+        self.encoder, self.freeze_encoder = encoder, freeze_encoder
+        was_training = encoder.training
+        with torch.no_grad():  # C' of the feature map, from a dry run in eval mode (BN stats untouched)
+            c_feat = encoder.eval().feature_map(torch.zeros(1, 1, 1, 64, 64)).shape[1]
+        encoder.train(was_training)
+        layers: list[nn.Module] = [nn.Conv2d(c_feat, channels, 1), nn.ReLU(inplace=True)]
+        for _ in range(blocks):
+            layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                       nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        self.decoder = nn.Sequential(*layers, nn.Conv2d(channels, 1, 1))
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    def train(self, mode: bool = True) -> SaliencyModel:
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics
+        return self
+
+    def log_saliency(self, video: torch.Tensor) -> torch.Tensor:
+        """video: (B, C, T, H, W) in [0, 1] → log-probabilities over pixels (B, H, W)."""
+        b, h, w = video.shape[0], video.shape[-2], video.shape[-1]
+        fmap = self.encoder.feature_map((video - 0.5) / 0.25)  # (B, C', h', w'); frozen: no graph kept
+        logits = F.interpolate(self.decoder(fmap), size=(h, w), mode="bilinear", align_corners=False)  # (B, 1, H, W)
+        return torch.log_softmax(logits.view(b, h * w), dim=1).view(b, h, w)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """video: (B, C, T, H, W) in [0, 1] → (B, H, W) non-negative, summing to 1 per item."""
+        return self.log_saliency(video).exp()
+
+
+def kl_loss(log_pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of KL(G ‖ S) = Σ G · (log G − log S); log_pred, gt: (B, H, W).
+
+    The benchmark's KL without its ε: the log-softmax keeps S > 0 and 0 · log 0 is taken as 0.
+    """
+    return (torch.xlogy(gt, gt) - gt * log_pred).flatten(1).sum(dim=1).mean()
+
+
+def train_saliency(model: SaliencyModel, dataset: Dataset, epochs: int = 5, lr: float = 1e-3,
+                   batch_size: int = 16, weight_decay: float = 0.0, hflip: bool = False,
+                   seed: int = 0) -> list[float]:
+    """Adam on ``kl_loss``; batch order and flips drawn from ``seed``. Returns each epoch's mean loss.
+
+    ``hflip`` mirrors a random half of the frames left-right together with their ground truth.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    flips = torch.Generator().manual_seed(seed + 1)
+    model.train()
+    history = []
+    for epoch in range(epochs):
+        total, n = 0.0, 0
+        for batch in loader:
+            video, gt = batch["video"], batch["saliency"][:, 0]  # (B, C, T, H, W), (B, H, W)
+            if hflip:
+                flip = torch.rand(len(video), generator=flips) < 0.5  # (B,)
+                video = torch.where(flip[:, None, None, None, None], video.flip(-1), video)
+                gt = torch.where(flip[:, None, None], gt.flip(-1), gt)
+            loss = kl_loss(model.log_saliency(video), gt)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item() * len(batch["video"]), n + len(batch["video"])
+        history.append(total / max(n, 1))
+        log.info("saliency epoch %d/%d: KL %.4f", epoch + 1, epochs, history[-1])
+    return history
+
+
+class CentreBias(nn.Module):
+    """Baseline: one Gaussian at the image centre, σ = ``fraction`` × the image side (per axis)."""
+
+    def __init__(self, fraction: float = 0.2) -> None:
+        super().__init__()
+        self.fraction = fraction
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """video: (B, C, T, H, W) → (B, H, W) summing to 1 (the same map for every item)."""
+        b, h, w = video.shape[0], video.shape[-2], video.shape[-1]
+        ys = (torch.arange(h) - (h - 1) / 2) / (self.fraction * h)
+        xs = (torch.arange(w) - (w - 1) / 2) / (self.fraction * w)
+        g = torch.exp(-0.5 * (ys[:, None] ** 2 + xs[None, :] ** 2))  # (H, W)
+        return (g / g.sum()).expand(b, h, w)
+
+
+class UniformSaliency(nn.Module):
+    """Baseline: the uniform map 1 / (H·W)."""
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """video: (B, C, T, H, W) → (B, H, W) all 1 / (H·W)."""
+        b, h, w = video.shape[0], video.shape[-2], video.shape[-1]
+        return torch.full((b, h, w), 1.0 / (h * w))
+
+
+def fit_centre_bias(dataset: Dataset, fractions: tuple[float, ...] = CENTRE_BIAS_FRACTIONS,
+                    max_items: int = 256) -> CentreBias:
+    """The ``CentreBias`` whose σ fraction has the lowest mean KL on (up to ``max_items``) maps of
+    ``dataset`` — fit it on the training split."""
+    idx = np.linspace(0, len(dataset) - 1, min(len(dataset), max_items)).round().astype(int)
+    gts = [dataset[int(i)]["saliency"][0].numpy() for i in np.unique(idx)]
+    video = torch.zeros(1, 1, 1, *gts[0].shape)
+    kls = [np.mean([kl_div(CentreBias(f)(video)[0].numpy(), g) for g in gts]) for f in fractions]
+    return CentreBias(fractions[int(np.argmin(kls))])
+
+
+@torch.no_grad()
+def evaluate_saliency(model: nn.Module, dataset: SaliencyDataset, batch_size: int = 32,
+                      name: str = "trained") -> pd.DataFrame:
+    """One row per frame: ``model`` (``name``), ``shard``, ``frame``, ``subject``, and KL, CC, NSS,
+    SIM, AUC-Judd (``saliency_scores``) of the prediction against the frame's ground truth."""
+    model.eval()
+    rows = []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        pred = model(batch["video"]).numpy()  # (B, H, W)
+        for i, index in enumerate(batch["index"].tolist()):
+            scores = saliency_scores(pred[i], batch["saliency"][i, 0].numpy(), batch["fixations"][i, 0].numpy())
+            shard_id, frame = dataset.items[index]
+            rows.append({"model": name, "shard": shard_id, "frame": frame,
+                         "subject": dataset.cache.shard(shard_id).subject, **scores})
+    return pd.DataFrame(rows, columns=["model", "shard", "frame", "subject", *METRICS])
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean of each metric per model over the frames, with ``n_frames``; one row per model."""
+    summary = results.groupby("model", sort=False)[list(METRICS)].mean()
+    return summary.assign(n_frames=results.groupby("model", sort=False).size()).reset_index()
+
+
+@torch.no_grad()
+def save_overlays(model: nn.Module, dataset: SaliencyDataset, out_dir: Path, n: int = 4) -> list[Path]:
+    """``n`` test frames, evenly spread, as PNGs: frame | prediction | ground truth with gaze points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    paths = []
+    for k, i in enumerate(np.unique(np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int))):
+        item = dataset[int(i)]
+        frame = item["video"][0, item["video"].shape[1] // 2].numpy()  # (H, W)
+        pred = model(item["video"][None])[0].numpy()
+        gt, pts = item["saliency"][0].numpy(), item["points"].numpy()
+        scores = saliency_scores(pred, gt, item["fixations"][0].numpy())
+        shard_id, t = dataset.items[int(i)]
+        fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
+        panels = [("frame", None), (f"prediction (KL {scores['kl']:.2f}, CC {scores['cc']:.2f})", pred),
+                  ("ground truth + gaze", gt)]
+        for ax, (title, heat) in zip(axes, panels):
+            ax.imshow(frame, cmap="gray", vmin=0, vmax=1)
+            if heat is not None:
+                ax.imshow(heat, cmap="jet", alpha=0.5)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+        axes[2].scatter(pts[:, 0], pts[:, 1], s=12, c="white", edgecolors="black", linewidths=0.5)
+        fig.suptitle(f"shard {shard_id} · frame {t}", fontsize=8)
+        path = out_dir / f"saliency_overlay_{k:02d}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def run_saliency(cache: Cache | str | Path, encoder: nn.Module | Callable[[], nn.Module], cfg: SaliencyConfig,
+                 out_dir: str | Path, seed: int = 0, model_meta: dict | None = None) -> dict[str, float]:
+    """Train a ``SaliencyModel`` on the training split, score it and the baselines on the test split.
+
+    Writes to ``out_dir``: ``saliency_results.csv`` (one row per test frame and model: trained,
+    centre_bias, uniform), ``saliency_summary.csv`` (means per model) and ``saliency_overlay_XX.png``.
+
+    Args:
+        cache: the ingested cache (or its folder); its gaze must have been ingested.
+        encoder: a transferred encoder (copied, never changed in place) or a factory returning one.
+        cfg: the saliency settings.
+        out_dir: output folder (created).
+        seed: seeds the decoder's initialisation and the batch order.
+        model_meta: when given (e.g. ``{"encoder_cfg": ...}``), the trained model is also saved as
+            ``saliency_model.pt`` (state, decoder size, and this mapping) for export.
+
+    Returns:
+        ``{"<model>/<metric>": mean}`` for the three models and five metrics, plus
+        ``n_train_frames``, ``n_test_frames`` and ``train_kl`` (the last epoch's training loss).
+    """
+    cache = cache if isinstance(cache, Cache) else Cache(cache)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train = SaliencyDataset.from_config(cache, cache.shard_ids("train"), cfg, split="train")
+    test = SaliencyDataset.from_config(cache, cache.shard_ids("test"), cfg, split="test")
+    for split, ds in (("train", train), ("test", test)):
+        if len(ds) == 0:
+            raise DataError(f"{cache.root}: no {split} frame has gaze; saliency needs a gaze.csv at ingest "
+                            "(columns video, frame, x, y beside the recordings)")
+    torch.manual_seed(seed)
+    enc = copy.deepcopy(encoder) if isinstance(encoder, nn.Module) else encoder()
+    model = SaliencyModel(enc, cfg.decoder_channels, cfg.decoder_blocks, cfg.freeze_encoder)
+    history = train_saliency(model, train, cfg.epochs, cfg.lr, cfg.batch_size, cfg.weight_decay, cfg.hflip, seed)
+    baselines = {"centre_bias": fit_centre_bias(train), "uniform": UniformSaliency()}
+    results = pd.concat([evaluate_saliency(m, test, name=name)
+                         for name, m in {"trained": model, **baselines}.items()], ignore_index=True)
+    summary = summarise(results)
+    results.to_csv(out_dir / "saliency_results.csv", index=False)
+    summary.to_csv(out_dir / "saliency_summary.csv", index=False)
+    save_overlays(model, test, out_dir, cfg.n_overlays)
+    if model_meta is not None:
+        from usssl.engine.trainer import save_atomic
+
+        save_atomic({"model": model.state_dict(), "channels": cfg.decoder_channels, "blocks": cfg.decoder_blocks,
+                     "clip_frames": cfg.clip_frames, **model_meta}, out_dir / "saliency_model.pt")
+    log.info("saliency on %d test frames:\n%s", len(test), summary.to_string(index=False, float_format="%.3f"))
+    out = {f"{row['model']}/{m}": float(row[m]) for _, row in summary.iterrows() for m in METRICS}
+    return out | {"n_train_frames": float(len(train)), "n_test_frames": float(len(test)), "train_kl": history[-1]}
