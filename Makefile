@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.usssl-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench pocus install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q --durations=20 $(PYTEST_ARGS)
+
+REALDATA ?= ../shared/realdata
+pocus: install
+	$(BIN)/python examples/pocus_tables.py $(REALDATA)/covid19_ultrasound_lung_pocus runs/pocus/tables
+	$(BIN)/usssl run pipelines/pocus_realdata.yaml
 
 bench: install
 	$(BIN)/python benchmarks/run.py

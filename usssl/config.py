@@ -253,6 +253,9 @@ class EvaluateConfig(Strict):
     """Score every fine-tuned model on its held-out subjects and write the report."""
 
     frame_stride: int = Field(1, ge=1)
+    level: Literal["frame", "recording"] = Field(
+        "frame", description="score frames, or recordings (clip probability = mean over its frames; truth = its "
+        "most frequent label): for clip-level labels such as a diagnosis")
     bootstrap: int = Field(1000, ge=0, description="bootstrap replicates (over subjects) for 95% intervals; 0: off")
     confusion_plots: Literal["all", "best", "none"] = Field(
         "all", description="confusion-matrix PNGs: every (init, protocol, fraction), the best one, or none")
@@ -540,7 +543,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 def to_yaml(cfg: PipelineConfig) -> str:
     """The resolved config as YAML (what MLflow stores as ``config.yaml``)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=False), sort_keys=False)
+    raw = cfg.model_dump(mode="json", exclude_none=False)
+    raw["stages"] = [{kind: body for kind, body in stage.items() if body is not None} for stage in raw["stages"]]
+    return yaml.safe_dump(raw, sort_keys=False)  # loads back: load_config(file) gives the same config
 
 
 def flatten(cfg: PipelineConfig) -> dict[str, str]:

@@ -86,3 +86,15 @@ def test_bootstrap_interval_over_subjects():
     bad[:30] = (y[:30] + 1) % 3
     ci = bootstrap_ci(y, bad, subjects, 3, n_boot=500, seed=2)
     assert ci["f1"][0] < classification_scores(y, bad, 3)["f1"] <= ci["f1"][1] <= 1.0
+
+
+def test_recording_level_pools_frame_probabilities():
+    from usssl.downstream.evaluate import by_recording
+
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4], [0.6, 0.4]])
+    labels = np.array([0, 1, 1, 1, 1])
+    pooled, truth, shards, subjects = by_recording(probs, labels, ["b", "a", "b", "a", "b"],
+                                                   np.array(["s2", "s1", "s2", "s1", "s2"]))
+    assert shards.tolist() == ["b", "a"] and subjects.tolist() == ["s2", "s1"]
+    assert pooled == pytest.approx(np.array([[0.6, 0.4], [0.4, 0.6]]))
+    assert truth.tolist() == [1, 1]  # shard b: labels 0, 1, 1 → most frequent 1

@@ -163,3 +163,18 @@ def test_rank_from_launcher_environment(monkeypatch):
     monkeypatch.delenv("RANK")
     monkeypatch.setenv("SLURM_PROCID", "1")
     assert launcher_rank() == 1
+
+
+def test_tracker_leaves_the_environment_alone_and_logged_config_loads_back(tmp_path, monkeypatch):
+    from usssl.config import PipelineConfig, load_config, to_yaml
+    from usssl.engine.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = PipelineConfig.model_validate(tiny_raw(tmp_path / "a"))
+    Tracker(cfg)
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # a second pipeline in this process keeps its own store
+    other = PipelineConfig.model_validate(tiny_raw(tmp_path / "b"))
+    assert other.tracking_uri.endswith(str(tmp_path / "b" / "mlflow.db"))
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(cfg))
+    assert load_config(path) == cfg

@@ -6,7 +6,8 @@ Outputs in ``<output_dir>/evaluate/``:
   precision / recall / F1, accuracy, frame counts and ``pretrain_saw_test``;
 - ``per_class.csv``: the same keys plus class, precision, recall, F1, support;
 - ``intervals.csv``: 95% bootstrap intervals over subjects of the predictions pooled across folds;
-- ``predictions.csv``: model, fold, subject (a keyed pseudonym), shard, frame, true, predicted, p;
+- ``predictions.csv``: model, fold, subject (a keyed pseudonym), shard, frame, true, predicted, p
+  (with ``level: recording`` one row per recording, frame -1: probabilities averaged over frames);
 - ``report.md``, ``label_efficiency.png`` and ``confusion_<init>-<protocol>-<fraction>.png``
   (counts summed over folds).
 
@@ -37,6 +38,20 @@ def _config_tag(key: tuple) -> str:
     return f"{init}-{protocol}-{frac:g}"
 
 
+def by_recording(probs: np.ndarray, labels: np.ndarray, shards: list[str], subjects: np.ndarray):
+    """Pool frame predictions per recording: mean probabilities, most frequent true label.
+
+    Returns:
+        (probs (R, C), labels (R,), shard ids (R,), subjects (R,)), recordings in first-seen order.
+    """
+    frame = pd.DataFrame({"shard": shards, "subject": subjects, "label": labels})
+    order = list(dict.fromkeys(shards))
+    groups = frame.groupby("shard", sort=False)
+    pooled = np.stack([probs[idx].mean(0) for idx in (groups.indices[s] for s in order)])
+    truth = groups["label"].agg(lambda v: v.value_counts().idxmax()).loc[order].to_numpy()
+    return pooled, truth, np.array(order), groups["subject"].first().loc[order].to_numpy()
+
+
 def run_evaluate(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dict:
     """Score the models of ``finetune/manifest.json``; write and log the report (module docstring)."""
     from usssl.downstream.metrics import bootstrap_ci, classification_scores
@@ -60,23 +75,28 @@ def run_evaluate(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: boo
         test = tests[entry["fold"]]
         model = load_model(torch.load(entry["path"], map_location="cpu", weights_only=False))
         probs = predict(model, test)
+        labels, subjects = test.labels, test.subject_ids
+        shards, frames = [s for s, _ in test.items], [f for _, f in test.items]
+        if ecfg.level == "recording":
+            probs, labels, shards, subjects = by_recording(probs, labels, shards, subjects)
+            frames = [-1] * len(shards)
         pred = probs.argmax(1)
-        scores = classification_scores(test.labels, pred, len(classes))
+        scores = classification_scores(labels, pred, len(classes))
         key = tuple(entry[k] for k in KEYS)
         rows.append({**{k: entry[k] for k in KEYS}, "fold": entry["fold"],
                      **{m: scores[m] for m in ("precision", "recall", "f1", "accuracy")},
-                     "n_train": entry["n_train"], "n_test": len(test),
-                     "n_test_subjects": len(set(test.subject_ids)),
+                     "n_train": entry["n_train"], "n_test": len(labels), "level": ecfg.level,
+                     "n_test_subjects": len(set(subjects)),
                      "pretrain_saw_test": entry.get("pretrain_saw_test", False)})
         pc = scores["per_class"]
         per_class += [{**{k: entry[k] for k in KEYS}, "fold": entry["fold"], "class": name,
                        "precision": pc["precision"][c], "recall": pc["recall"][c], "f1": pc["f1"][c],
                        "support": int(pc["support"][c])} for c, name in enumerate(classes)]
-        frame = pd.DataFrame({"model": entry["tag"], "fold": entry["fold"], "subject": test.subject_ids,
-                              "shard": [s for s, _ in test.items], "frame": [f for _, f in test.items],
-                              "true": [classes[i] for i in test.labels], "pred": [classes[i] for i in pred],
+        frame = pd.DataFrame({"model": entry["tag"], "fold": entry["fold"], "subject": subjects,
+                              "shard": shards, "frame": frames,
+                              "true": [classes[i] for i in labels], "pred": [classes[i] for i in pred],
                               "p_pred": probs[np.arange(len(pred)), pred].round(4),
-                              "y": test.labels, "yhat": pred})
+                              "y": labels, "yhat": pred})
         predictions.append(frame)
         pooled.setdefault(key, []).append(frame)
         tracker.log_metrics({f"{entry['tag']}/{m}": scores[m] for m in ("precision", "recall", "f1", "accuracy")})

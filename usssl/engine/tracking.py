@@ -82,11 +82,11 @@ class Tracker:
         self.run_id: str | None = None  # the active stage run (or the parent outside stages)
         if self.enabled:
             os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no schema-migration chatter
-            import mlflow
             from mlflow.tracking import MlflowClient
 
             logging.getLogger("alembic").setLevel(logging.WARNING)
-            mlflow.set_tracking_uri(self.uri)
+            # No mlflow.set_tracking_uri: in MLflow 3 it also sets MLFLOW_TRACKING_URI, which would send
+            # every later pipeline of this process (notebooks, tests) to this run's store.
             self.client = MlflowClient(self.uri)
             exp = self.client.get_experiment_by_name(cfg.tracking.experiment)
             if exp is None:
