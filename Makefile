@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/usssl run pipelines/demo.yaml
 
 test: install
-	$(BIN)/python -m pytest -q --durations=20 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q --durations=20 $(PYTEST_ARGS)
 
 REALDATA ?= ../shared/realdata
 pocus: install

@@ -40,7 +40,7 @@ def test_subprocess_prints_no_traceback(tmp_path):
     assert "trainer.devicez: unknown key (did you mean 'devices'?)" in proc.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["synth"], ["ingest"], ["doctor"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["synth"], ["ingest"], ["datacard"], ["doctor"]])
 def test_help_for_every_command(command):
     proc = subprocess.run([*USSSL, *command, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
@@ -80,3 +80,36 @@ def test_deidentify_command_writes_pseudonymous_copies_and_keeps_report_outside(
     assert "Smith_John/Smith_John_1.dcm" in report and ",ok," in report
     assert main(["deidentify", str(tmp_path / "src"), "--out", str(out), "--report", str(out / "r.csv")]) == 2
     assert "keep it outside --out" in capsys.readouterr().err
+
+
+def test_ingest_shard_merge_strict_and_datacard_commands(tmp_path, capsys, monkeypatch):
+    sys.path.insert(0, str(REPO / "tests" / "data"))
+    import fixtures_video as fx
+
+    monkeypatch.setenv("USSSL_SUBJECT_KEY", "cli-ingest")
+    monkeypatch.chdir(tmp_path)
+    src, cache = tmp_path / "src", tmp_path / "study_cache"
+    fx.make_corpus(src, n_subjects=3, seconds=1.0)
+    (src / "videos" / "broken.mp4").write_bytes(b"")
+    common = ["--out", str(cache), "--size", "16", "16", "--fps", "10", "--workers", "1"]
+    assert main(["ingest", str(src), *common, "--shard", "1/2"]) == 0
+    assert "usssl ingest --merge" in capsys.readouterr().out
+    assert main(["ingest", "--merge", str(cache)]) == 1
+    assert "part(s) 2/2 missing" in capsys.readouterr().err
+    assert main(["ingest", str(src), *common, "--shard", "2/2"]) == 0
+    assert main(["ingest", "--merge", str(cache)]) == 0
+    assert "ingested 3 recording(s), 1 failed" in capsys.readouterr().out
+    assert main(["ingest", "--merge", str(cache), "--strict"]) == 1
+    assert "--strict: 1 input(s) failed" in capsys.readouterr().err
+    assert main(["ingest", "--merge", str(cache), str(src)]) == 2
+    assert main(["ingest", str(src)]) == 2
+    assert "--out CACHE" in capsys.readouterr().err
+    assert main(["ingest", str(src), *common, "--shard", "3/2"]) == 2
+
+    assert main(["datacard", str(cache)]) == 0
+    card = (tmp_path / "data_cards" / "study_cache.md").read_text()
+    assert "- Subjects: 3 in total" in card and "- Speech coverage:" in card and "broken" not in card
+    assert main(["datacard", str(cache), "--out", str(tmp_path / "cards" / "mine.md")]) == 0
+    assert (tmp_path / "cards" / "mine.md").read_text() == card
+    assert main(["datacard", str(tmp_path / "nowhere")]) == 1
+    assert "not a usssl cache" in capsys.readouterr().err

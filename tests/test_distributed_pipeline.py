@@ -35,4 +35,4 @@ def test_two_process_ddp_pipeline(tmp_path, tiny_run):
     assert ckpt["global_step"] == 2 * (48 // 2 // 16)
     results = pd.read_csv(out / "evaluate" / "results.csv")
     assert len(results) == 2 and set(results["init"]) == {"random", "video_speech"}
-    assert len(list((out / "stages").glob("*.done.json"))) == 4  # written once, by the main process
+    assert len(list((out / "stages").glob("*.done.json"))) == len(raw["stages"])  # once, by the main process

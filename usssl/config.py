@@ -253,6 +253,9 @@ class EvaluateConfig(Strict):
     """Score every fine-tuned model on its held-out subjects and write the report."""
 
     frame_stride: int = Field(1, ge=1)
+    title: str = Field("Standard-plane detection", description="the report's heading (the task)")
+    paper_reference: bool = Field(True, description="append the papers' fetal-plane numbers as a separate "
+                                  "reference block (turn off for other tasks)")
     level: Literal["frame", "recording"] = Field(
         "frame", description="score frames, or recordings (clip probability = mean over its frames; truth = its "
         "most frequent label): for clip-level labels such as a diagnosis")

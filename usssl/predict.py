@@ -93,9 +93,8 @@ def prepare_frames(path: Path, spec_input: dict) -> Prepared:
     """
     import numpy as np
 
-    from usssl.data.ingest_recording import (IN_MEMORY_BYTES, _box_mask, _crop_box, _grey, _sample_frames,
-                                             colour_source, kept_frames, refuse_burned_in)  # fmt: skip
-    from usssl.privacy.region import crop_resize, static_mask
+    from usssl.data.ingest_recording import _grey, imaging_geometry
+    from usssl.privacy.region import crop_resize
 
     if not path.is_file():
         raise DataError(f"{path.name}: no such file")
@@ -105,23 +104,8 @@ def prepare_frames(path: Path, spec_input: dict) -> Prepared:
     rec = reader(path, path.parent, audio=False, audio_rate=None)
     crop = spec_input["crop"] if isinstance(spec_input["crop"], str) else tuple(spec_input["crop"])
     size = tuple(int(v) for v in spec_input["size"])
-    refuse_burned_in(rec, crop)
-    # the steps of usssl.data.ingest_recording._ingest, with the same helpers
-    colour = colour_source(rec, path)  # the RGB recording, or None: decode grey
-    src = colour if colour is not None else rec
-    timestamps = rec.timestamps if rec.timestamps is not None else np.arange(rec.n_frames) / rec.fps
-    src_idx = kept_frames(timestamps, spec_input["fps"], rec.fps)  # (P,)
-    decoded = None
-    if rec.n_frames * rec.height * rec.width * (3 if colour is not None else 1) <= IN_MEMORY_BYTES:
-        blocks = list(src.iter_frames(64))
-        if not blocks:
-            raise DataError(f"{rec.source}: no frame could be decoded")
-        decoded = np.concatenate(blocks)  # (n, H, W) or (n, H, W, 3): decode once
-    sample = _sample_frames(src, decoded)  # (s, H, W) grey, spread over the recording
-    box, mask = _crop_box(rec, crop, sample)
-    inside = mask if mask is not None else _box_mask(box, rec.height, rec.width)
-    static = static_mask(sample, inside)  # (H, W) overlay pixels to blank, or None
-    keep = mask if static is None else inside & ~static
+    geo = imaging_geometry(rec, path, crop, spec_input["fps"])  # the steps of ingest, the same function
+    src, src_idx, decoded, box, keep = geo.src, geo.src_idx, geo.frames, geo.box, geo.keep
 
     out = np.empty((len(src_idx), *size), np.uint8)  # (P, H, W)
     start = pos = 0
@@ -136,12 +120,9 @@ def prepare_frames(path: Path, spec_input: dict) -> Prepared:
     if pos == 0:
         raise DataError(f"{rec.source}: no frame could be decoded")
     fps = float(spec_input["fps"] or rec.fps)
-    times = np.arange(pos) / fps if spec_input["fps"] else timestamps[src_idx[:pos]]
-    method = ("box" if not isinstance(crop, str) else "full_frame" if crop == "none" else
-              "ultrasound_region" if rec.meta.get("region_box") is not None else
-              "motion" if mask is not None else "full_frame")  # fmt: skip
+    times = np.arange(pos) / fps if spec_input["fps"] else geo.timestamps[src_idx[:pos]]
     return Prepared(frames=out[:pos], times=np.asarray(times, np.float64), source_index=src_idx[:pos],
-                    box=tuple(int(v) for v in box), crop_method=method, fps=fps,
+                    box=box, crop_method=geo.crop_method, fps=fps,
                     source={"n_frames": int(rec.n_frames), "fps": float(rec.fps), "height": int(rec.height),
                             "width": int(rec.width)})  # fmt: skip
 

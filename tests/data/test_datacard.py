@@ -35,7 +35,8 @@ def test_card_counts_settings_and_labels(carded):
     corpus, summary, card = carded
     cache = Cache(summary.cache_dir)
     assert card == data_card(summary.cache_dir)  # reproducible from the cache folder alone
-    assert "- Recordings: 3 ingested, 1 input file(s) skipped or refused" in card
+    assert ("- Recordings: 3 ingested, 1 input file(s) not ingested: 1 failed (unreadable, unsupported or "
+            "refused; 0 refused for burned-in annotation without an imaging region), 0 skipped") in card
     assert "- Subjects: 3 in total" in card
     for split in ("train", "val", "test"):
         part = cache.index[cache.index["split"] == split]
@@ -47,6 +48,11 @@ def test_card_counts_settings_and_labels(carded):
     assert "- Cached frame size (height, width): [32, 32]" in card and "source width: 96 / 96 / 96" in card
     assert "- Audio kept: yes (16000 Hz mono; 3 recording(s) with narration" in card
     assert "- Pixel spacing known for 0 recording(s)" in card
+    n_speech = int(cache.index["has_speech"].sum())
+    assert f"- Speech coverage: {n_speech} of 3 recording(s) with speech" in card and "3 with an audio track" in card
+    assert "- Source frame rates (fps: recordings): 30: 3" in card
+    assert "- Source frame sizes (height x width: recordings): 96 x 96: 3" in card
+    assert "- DICOM headers (0 recording(s))" in card and "- Narration: kept" in card
     labels = np.concatenate([cache.shard(s).labels for s in cache.shard_ids()])
     table = dict(re.findall(r"^\| (\S+) \| (\d+) \|$", card, flags=re.M))
     assert {k: int(v) for k, v in table.items()} == {

@@ -120,11 +120,12 @@ def test_no_patient_identifier_anywhere_in_the_cache(ingested, corpus):
                 assert stem.encode() not in data, f"{stem} found in {path.relative_to(cache.root)}"
             assert KEY.encode() not in data
     report = pd.read_csv(cache.root / "ingest_report.csv")
-    assert list(report.columns) == ["source", "shard", "status", "reason", "n_frames"]
+    assert list(report.columns) == ["source", "status", "reason", "frames", "duration_s", "fps", "shard",
+                                    "cached_frames"]  # fmt: skip
     assert sorted(report["source"]) == [f"videos/{s}.mp4" for s in stems]
 
 
-def test_corrupt_file_is_skipped_in_parallel(corpus, tmp_path, caplog):
+def test_corrupt_file_fails_in_parallel_and_the_rest_is_ingested(corpus, tmp_path, caplog):
     src = tmp_path / "SRC"
     shutil.copytree(corpus["root"], src)
     (src / "videos" / "broken.mp4").write_bytes(np.random.default_rng(1).bytes(3000))
@@ -133,11 +134,11 @@ def test_corrupt_file_is_skipped_in_parallel(corpus, tmp_path, caplog):
         summary = ingest([src], tmp_path / "cache", cfg, progress=False)
     assert (summary.n_ok, summary.n_skipped) == (3, 1)
     report = pd.read_csv(summary.report_path).set_index("source")
-    assert report.loc["videos/broken.mp4", "status"] == "skipped"
+    assert report.loc["videos/broken.mp4", "status"] == "failed"
     assert "videos/broken.mp4" in report.loc["videos/broken.mp4", "reason"]
     assert str(tmp_path) not in report.loc["videos/broken.mp4", "reason"]
     assert (report.drop("videos/broken.mp4")["status"] == "ok").all()
-    assert "1 of 4 recording(s) skipped" in caplog.text
+    assert "1 of 4 input(s) not ingested (1 failed)" in caplog.text
     for secret in list(corpus["subjects"]["patient_id"]) + ["broken", "scan_0"]:
         assert secret not in caplog.text  # logs name no files and no patients
     assert len(Cache(tmp_path / "cache").index) == 3

@@ -111,7 +111,7 @@ def test_burned_in_annotation_without_a_region_is_refused_unless_a_box_is_set(tm
     summary = ingest([tmp_path / "src"], tmp_path / "cache", CFG, progress=False)
     assert (summary.n_ok, summary.n_skipped) == (3, 1)
     row = _shards(summary)["burned.dcm"]
-    assert row["status"] == "skipped" and row["reason"].startswith("burned.dcm: BurnedInAnnotation is YES")
+    assert row["status"] == "failed" and row["reason"].startswith("burned.dcm: BurnedInAnnotation is YES")
     assert "set ingest.crop: [x0, y0, x1, y1]" in row["reason"] and "32 x 24" in row["reason"]
     none = ingest([tmp_path / "src"], tmp_path / "cache_none", CFG.model_copy(update={"crop": "none"}),
                   progress=False)  # fmt: skip

@@ -47,3 +47,14 @@ def test_two_subjects_give_one_train_one_test():
 def test_too_few_subjects(subjects):
     with pytest.raises(DataError, match="at least 2 subjects"):
         split_subjects(subjects, SplitConfig())
+
+
+def test_subject_strata_is_the_main_non_background_label():
+    import numpy as np
+
+    from usssl.data.splits import subject_strata
+
+    classes = ["background", "covid", "regular"]
+    recordings = [("p1", np.array([0, 0, 0, 1, -1])), ("p1", np.array([2, 2, 1, 1])), ("p2", np.array([0, 0])),
+                  ("p3", np.array([-1, -1]))]
+    assert subject_strata(recordings, classes) == {"p1": "covid", "p2": "background", "p3": ""}

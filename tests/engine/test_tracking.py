@@ -31,7 +31,7 @@ def _check_tracked(uri: str) -> None:
     assert len(parents) == 1
     parent = parents[0]
     children = {r.data.tags["usssl.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert set(children) == {"ingest", "pretrain", "finetune", "evaluate"}
+    assert set(children) == {"ingest", "pretrain", "finetune", "evaluate", "saliency", "export"}
     assert all(r.info.status == "FINISHED" for r in runs)
     # resolved config, versions, git commit (when present), dataset digest
     assert parent.data.params["stages.1.pretrain.max_epochs"] == "2"

@@ -5,11 +5,18 @@ Layout (docs/architecture.md)::
     CACHE/cache.json          ingest settings, classes, audio_rate, usssl version
           index.parquet       one row per recording (INDEX_COLUMNS), no source paths or names
           splits.json         {"train": [subject, ...], "val": [...], "test": [...]}
-          ingest_report.csv   source, shard, status, reason, n_frames (stays in this folder)
+          ingest_report.csv   REPORT_COLUMNS, one row per input (stays in this folder)
+          parts/              index-K-of-N.parquet, ingest_report-K-of-N.csv of ``--shard K/N``
           shards/<id>/frames.npy  uint8 (T, H, W)      labels.npy int16 (T,), -1 unlabelled
                       audio.npy   float32 (N,)         gaze.npy   float32 (T, 2), NaN absent
                       flags.npy   uint8 (T,)           shard.json the shard's index row
           DATA_CARD.md        counts, settings and de-identification of this cache (no paths)
+
+ingest_report.csv: ``source`` (path relative to the ingest root), ``status`` (``ok``: in the
+cache; ``skipped``: not a recording, e.g. a WAV/FLAC nobody's narration; ``failed``: unreadable,
+unsupported or refused), ``reason``, then the SOURCE recording's ``frames``, ``duration_s`` and ``fps`` (as its
+header or container states them; empty when it could not be opened), the ``shard`` id and the
+number of ``cached_frames``.
 
 flags.npy bits: ``FLAG_FROZEN`` (1) frozen/duplicate frame, ``FLAG_DOPPLER`` (2) colour Doppler.
 ``spacing_mm_x`` / ``spacing_mm_y`` are the cached pixel's width / height in mm (after crop and
@@ -26,6 +33,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -44,7 +52,8 @@ INDEX_COLUMNS = [
 OPTIONAL_COLUMNS = {"spacing_mm_x": np.nan, "spacing_mm_y": np.nan}  # filled in when a writer omits them
 FLAG_FROZEN, FLAG_DOPPLER = 1, 2  # flags.npy bits: frozen/duplicate frame, colour Doppler frame
 DATA_CARD_FILE = "DATA_CARD.md"
-REPORT_COLUMNS = ["source", "shard", "status", "reason", "n_frames"]
+REPORT_COLUMNS = ["source", "status", "reason", "frames", "duration_s", "fps", "shard", "cached_frames"]
+PARTS_DIR = "parts"  # partial indexes and reports of a sharded ingest (``--shard K/N``)
 SETTINGS_FILE, INDEX_FILE, SPLITS_FILE, REPORT_FILE = (
     "cache.json", "index.parquet", "splits.json", "ingest_report.csv",
 )  # fmt: skip
@@ -52,7 +61,8 @@ SETTINGS_FILE, INDEX_FILE, SPLITS_FILE, REPORT_FILE = (
 
 # ----------------------------------------------------------------------------- writing
 def _replace_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
+    # a name of its own: machines of a sharded ingest may write the same file at the same time
+    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:12]}")
     write(tmp)
     os.replace(tmp, path)
 
@@ -74,11 +84,17 @@ def _with_optional(index: pd.DataFrame) -> pd.DataFrame:
     return index.assign(**missing) if missing else index
 
 
-def write_report(root: Path, report: pd.DataFrame) -> Path:
-    """Write ``ingest_report.csv`` atomically; returns its path."""
-    path = Path(root) / REPORT_FILE
-    _replace_atomic(path, lambda tmp: report[REPORT_COLUMNS].to_csv(tmp, index=False))
+def write_report(root: Path, report: pd.DataFrame, name: str = REPORT_FILE) -> Path:
+    """Write the rows of ``report`` (``REPORT_COLUMNS``) to ``root/name`` atomically; returns the path."""
+    path = Path(root) / name
+    report = report[REPORT_COLUMNS].astype({"frames": "Int64", "cached_frames": "Int64"})
+    _replace_atomic(path, lambda tmp: report.to_csv(tmp, index=False))
     return path
+
+
+def part_names(k: int, n: int) -> tuple[str, str]:
+    """(partial index, partial report) file names of part ``k`` of ``n``, inside ``PARTS_DIR``."""
+    return f"index-{k}-of-{n}.parquet", f"ingest_report-{k}-of-{n}.csv"
 
 
 def shard_dir(root: Path, shard_id: str) -> Path:

@@ -1,15 +1,19 @@
 """Ingest: recordings in, a cache out (docs/architecture.md, "Cache").
 
-For every recording: read it (``READERS`` by file extension), crop to the imaging region, blank
-the pixels that never change inside it (calipers, markers, burned-in text: ``static_mask``),
+For every recording: read it (``READERS`` by file extension; a file without one is read as DICOM
+when it carries the ``DICM`` magic), crop to the imaging region, blank the pixels that never
+change inside it (calipers, markers, burned-in text: ``static_mask``),
 resample to ``cfg.fps`` by nearest timestamp and to ``cfg.size``, keep the narration at
 ``cfg.audio_rate`` (a same-named WAV/FLAC is the narration of a recording without an audio track,
 ``usssl.io.audio``), flag frozen and colour-Doppler frames (optionally dropping them), carry labels
 and gaze over to the kept frames, and write one shard named by a keyed hash. A DICOM with
-BurnedInAnnotation YES and no ultrasound region is refused unless a manual ``crop`` box is set. Files are processed in parallel; a file that fails is recorded in
-``ingest_report.csv`` and skipped. Re-running with the same settings resumes (complete shards
-are kept); other settings are a :class:`CacheMismatchError` naming them. ``DATA_CARD.md`` is
-written at the end (``usssl.data.datacard``).
+BurnedInAnnotation YES and no ultrasound region is refused unless a manual ``crop`` box is set.
+Files are processed in parallel; a file that fails is recorded in ``ingest_report.csv`` (status
+``failed`` and the reason; columns in ``usssl.data.cache``) and the run goes on. A cluster array
+job splits one corpus with ``part=(K, N)`` and joins the parts with ``merge_parts``. Re-running
+with the same settings resumes (complete shards are kept); other settings are a
+:class:`CacheMismatchError` naming them. ``DATA_CARD.md`` is written at the end
+(``usssl.data.datacard``).
 
 Colour: a DICOM whose photometric interpretation is colour, and a video whose keyframes show
 strongly coloured pixels, are decoded as RGB; each kept frame's share of coloured pixels in the
@@ -36,54 +40,67 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from usssl.config import IngestConfig
+from usssl.config import IngestConfig, SplitConfig
 from usssl.data import cache as cache_io
 from usssl.data.datacard import write_data_card
 from usssl.data.ingest_recording import (  # noqa: F401 (REGION_SAMPLES, kept_frames: public API)
-    READERS, REGION_SAMPLES, ingest_one, kept_frames, media_extension, recording_stem, result_row)
-from usssl.data.splits import split_subjects, subject_split
-from usssl.errors import CacheMismatchError, DataError
+    READERS, REGION_SAMPLES, ingest_one, kept_frames, media_extension, reader_for, recording_stem, result_row)
+from usssl.data.splits import split_subjects, subject_split, subject_strata
+from usssl.errors import CacheMismatchError, ConfigError, DataError
 from usssl.io.audio import AUDIO_EXTENSIONS, narration_file
-from usssl.io.dicom import DICOM_EXTENSIONS, dicom_subject_id
-from usssl.io.nifti import NIFTI_EXTENSIONS
+from usssl.io.dicom import dicom_subject_id, is_dicom_file
 from usssl.io.tables import Tables, load_tables
 from usssl.io.video import relative_source
 from usssl.privacy.pseudonym import key_check, pseudonym, subject_key
 
 log = logging.getLogger(__name__)
 
-_FORMATS = {ext: "dicom" for ext in DICOM_EXTENSIONS} | {ext: "nifti" for ext in NIFTI_EXTENSIONS}
+NOT_RECORDINGS = {"dicomdir"}  # a PACS export's index file: DICOM magic, no images
 
 
 @dataclass
 class IngestSummary:
-    """What an ingest produced."""
+    """What an ingest produced. ``n_skipped`` counts every input not in the cache (status
+    ``skipped`` or ``failed``); ``n_failed`` those that failed (unreadable, unsupported, refused)."""
 
     cache_dir: Path
     n_ok: int
     n_skipped: int
     n_frames: int
     report_path: Path
+    n_failed: int = 0
 
 
+def _is_recording(path: Path, extensions) -> bool:
+    """A file ingest reads: a known extension, or (``extensions`` None) no media extension at all
+    and the DICOM magic; a DICOMDIR index is not a recording."""
+    if extensions is not None:
+        return media_extension(path, extensions) is not None
+    if media_extension(path) is not None:
+        return True
+    if path.name.lower() in NOT_RECORDINGS or media_extension(path, AUDIO_EXTENSIONS) is not None:
+        return False
+    return is_dicom_file(path)
 
 
 def find_recordings(sources: list[Path], extensions=None) -> list[tuple[Path, Path]]:
     """(file, root) for each supported file: a file is its own root's child, a folder is searched
-    recursively. Hidden files are ignored; duplicates are kept once. In a synthetic corpus (a folder
-    with ``corpus.json``) only ``videos/`` is read: ``dicom/`` holds the same scans again.
+    recursively. A file without a media extension is a DICOM when it carries the ``DICM`` magic
+    (PACS exports: ``IM0001``); other such files are ignored quietly, as are hidden files and a
+    DICOMDIR. Duplicates are kept once. In a synthetic corpus (a folder with ``corpus.json``) only
+    ``videos/`` is read: ``dicom/`` holds the same scans again.
     ``extensions`` (default ``READERS``) selects the files, e.g. ``AUDIO_EXTENSIONS``."""
     found: dict[Path, tuple[Path, Path]] = {}
     for src in map(Path, sources):
         if src.is_file():
-            if extensions is None or media_extension(src, extensions):
+            if _is_recording(src, extensions):
                 found.setdefault(src.resolve(), (src, src.parent))
         elif src.is_dir():
             corpora = [c.parent for c in src.rglob("corpus.json")]
             for path in sorted(src.rglob("*")):
                 if any(c in path.parents and c / "videos" not in path.parents for c in corpora):
                     continue
-                if media_extension(path, extensions) and path.is_file() and not path.name.startswith("."):
+                if not path.name.startswith(".") and path.is_file() and _is_recording(path, extensions):
                     found.setdefault(path.resolve(), (path, src))
         else:
             raise DataError(f"{src}: source not found; give existing files or folders")
@@ -105,9 +122,16 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _prepare_out(out: Path, settings: dict, overwrite: bool) -> None:
-    """Check an existing cache's settings (or clear it on ``overwrite``), then write cache.json."""
+def _prepare_out(out: Path, settings: dict, overwrite: bool, sharded: bool = False) -> None:
+    """Check an existing cache's settings (or clear it on ``overwrite``), then write cache.json.
+
+    ``sharded``: one machine of ``--shard K/N``; the others may be writing into ``out`` at the same
+    time, so nothing is cleared and a folder holding only their shards and parts is accepted.
+    """
     path = out / cache_io.SETTINGS_FILE
+    if sharded and overwrite:
+        raise DataError(f"{out}: ingest.overwrite cannot be combined with --shard (every machine would "
+                        "clear the others' shards); empty the cache folder once before the array job")  # fmt: skip
     if path.is_file():
         try:
             old, new = _flat(json.loads(path.read_text())), _flat(settings)
@@ -124,14 +148,39 @@ def _prepare_out(out: Path, settings: dict, overwrite: bool) -> None:
             )
         if overwrite:
             shutil.rmtree(out / "shards", ignore_errors=True)
+            shutil.rmtree(out / cache_io.PARTS_DIR, ignore_errors=True)
             for name in (cache_io.INDEX_FILE, cache_io.SPLITS_FILE, cache_io.REPORT_FILE):
                 (out / name).unlink(missing_ok=True)
-    elif out.is_dir() and any(out.iterdir()):
+        elif not differ:
+            settings = None  # already there: leave the file alone (other machines may read it)
+    elif out.is_dir() and any(not (sharded and _part_of_a_cache(p.name)) for p in out.iterdir()):
         raise DataError(f"{out}: folder is not empty and is not a usssl cache; choose an empty folder")
     (out / "shards").mkdir(parents=True, exist_ok=True)
-    for tmp in (out / "shards").glob(".tmp-*"):  # partial shards of a killed run
-        shutil.rmtree(tmp, ignore_errors=True)
-    cache_io.write_json(path, settings)
+    if not sharded:
+        for tmp in (out / "shards").glob(".tmp-*"):  # partial shards of a killed run
+            shutil.rmtree(tmp, ignore_errors=True)
+    if settings is not None:
+        cache_io.write_json(path, settings)
+
+
+def _part_of_a_cache(name: str) -> bool:
+    """What the other machines of a sharded ingest may already have written into the folder."""
+    return name in ("shards", cache_io.PARTS_DIR, cache_io.SETTINGS_FILE) or name.startswith(".tmp-")
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 1 <= K <= N (the ``--shard`` option).
+
+    Raises:
+        ConfigError: not of that form.
+    """
+    try:
+        k, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: expected K/N, e.g. --shard 3/8 (part 3 of 8)") from None
+    if not 1 <= k <= n:
+        raise ConfigError(f"--shard {text!r}: K must be between 1 and N (parts are numbered from 1)")
+    return k, n
 
 
 def ingest(
@@ -143,34 +192,101 @@ def ingest(
     gaze_csv: Path | None = None,
     subjects_csv: Path | None = None,
     progress: bool = True,
+    part: tuple[int, int] | None = None,
 ) -> IngestSummary:
     """Ingest recordings from ``sources`` (files or folders) into the cache folder ``out``.
 
     Side tables default to ``labels.csv``, ``gaze.csv``, ``subjects.csv`` found in a source folder.
+
+    ``part=(K, N)`` (a cluster array job, ``--shard K/N``): the inputs sorted by source path are
+    dealt round-robin over N parts and only part K's are ingested; their report and index rows go to
+    ``parts/`` (``cache.part_names``), and ``merge_parts`` writes the final index, splits, report
+    and data card once every part is done. Every machine must see the same sources and settings.
 
     Raises:
         CacheMismatchError: ``out`` holds a cache made with other settings (and not overwrite).
         DataError: no source files, a malformed table, no recording ingested, too few subjects.
     """
     out = Path(out)
+    k, n = part or (1, 1)
     files = find_recordings(sources)
     audio_files = [f for f in find_recordings(sources, AUDIO_EXTENSIONS) if f not in files]
     if not files:
-        raise DataError(f"no recordings ({', '.join(sorted(READERS))}) under {[str(s) for s in sources]}")
+        raise DataError(f"no recordings ({', '.join(sorted(READERS))}, or extension-less DICOM) under "
+                        f"{[str(s) for s in sources]}")  # fmt: skip
     tables = load_tables([Path(s) for s in sources], labels_csv, gaze_csv, subjects_csv, frozenset(READERS))
     key = subject_key()
-    _prepare_out(out, cache_settings(cfg, tables.classes, key), cfg.overwrite)
-    jobs, results = _make_jobs(files, tables, key, out, cfg), []
-    results += _lone_audio(audio_files, jobs)
+    _prepare_out(out, cache_settings(cfg, tables.classes, key), cfg.overwrite, sharded=part is not None)
+    jobs = sorted(_make_jobs(files, tables, key, out, cfg), key=lambda j: (j["source"], j["path"]))
+    results = _lone_audio(audio_files, jobs)[k - 1 :: n]
     todo = []
-    for job in jobs:
+    for job in jobs[k - 1 :: n]:
         info = cache_io.shard_info(out, job["shard"])
         if info is not None and info.get("input_digest") == job["input_digest"]:
             results.append(result_row(job, "ok", "already cached", info))
         else:
             todo.append(job)
     results += _run(todo, cfg.workers, progress)
-    return _finish(out, cfg, results)
+    report, index = _report(results), _index(results)
+    if part is None:
+        return _finish(out, cfg.split, report, index)
+    parts = out / cache_io.PARTS_DIR
+    parts.mkdir(exist_ok=True)
+    index_name, report_name = cache_io.part_names(k, n)
+    report_path = cache_io.write_report(parts, report, report_name)
+    cache_io._replace_atomic(parts / index_name, lambda tmp: index.to_parquet(tmp, index=False))
+    summary = _summary(out, report, index, report_path)
+    log.info("part %d/%d: %d recording(s) ingested, %d not; merge with `usssl ingest --merge %s` once "
+             "every part is done", k, n, summary.n_ok, summary.n_skipped, out)  # fmt: skip
+    if summary.n_failed and not summary.n_ok:
+        raise DataError(f"part {k}/{n}: none of its {summary.n_failed} recording(s) could be ingested; "
+                        f"see {report_path}")  # fmt: skip
+    return summary
+
+
+def merge_parts(out: Path) -> IngestSummary:
+    """Join the partial indexes and reports of ``ingest(..., part=(K, N))`` into the final cache.
+
+    The subject-level split is computed once, on the merged index, with the split settings stored
+    in cache.json; the result is the cache an unsharded ingest of the same sources writes.
+
+    Raises:
+        DataError: ``out`` is not a cache, holds no parts, parts of different N, or a part missing.
+    """
+    out = Path(out)
+    settings_path, parts = out / cache_io.SETTINGS_FILE, out / cache_io.PARTS_DIR
+    if not settings_path.is_file():
+        raise DataError(f"{out}: not a usssl cache (no {cache_io.SETTINGS_FILE}); run "
+                        "`usssl ingest SRC --out CACHE --shard K/N` on every machine first")  # fmt: skip
+    found: dict[int, set[int]] = {}
+    for path in parts.glob("index-*-of-*.parquet"):
+        k, n = (int(v) for v in path.name[len("index-") : -len(".parquet")].split("-of-"))
+        found.setdefault(n, set()).add(k)
+    if not found:
+        raise DataError(f"{out}: no partial indexes in {parts}; run `usssl ingest ... --shard K/N` first")
+    if len(found) > 1:
+        raise DataError(f"{parts}: parts of different --shard totals N = {sorted(found)}; delete the "
+                        "stale ones (or the folder) and re-run the array job")  # fmt: skip
+    (n, have), = found.items()
+    names = {k: cache_io.part_names(k, n) for k in range(1, n + 1)}
+    missing = [k for k in range(1, n + 1) if k not in have or not (parts / names[k][1]).is_file()]
+    if missing:
+        raise DataError(f"{out}: part(s) {', '.join(f'{k}/{n}' for k in missing)} missing (no "
+                        f"{cache_io.PARTS_DIR}/{names[missing[0]][0]} or its report); run "
+                        f"`usssl ingest ... --shard K/{n}` for them, then merge again")  # fmt: skip
+    indexes = [pd.read_parquet(parts / names[k][0]) for k in range(1, n + 1)]
+    index = pd.concat([i for i in indexes if len(i)], ignore_index=True) if any(len(i) for i in indexes) else indexes[0]
+    report = pd.concat([pd.read_csv(parts / names[k][1], dtype={"reason": str, "shard": str})
+                        for k in range(1, n + 1)], ignore_index=True)  # fmt: skip
+    report[["reason", "shard"]] = report[["reason", "shard"]].fillna("")
+    report = report.sort_values(["source", "shard"], kind="stable").reset_index(drop=True)
+    if index["shard"].duplicated().any() or report["source"].duplicated().any():
+        raise DataError(f"{parts}: a recording appears in two parts (sources changed between machines?); "
+                        "delete the folder's parts and re-run the array job with the same sources")  # fmt: skip
+    for tmp in (out / "shards").glob(".tmp-*"):  # partial shards of a killed part
+        shutil.rmtree(tmp, ignore_errors=True)
+    settings = json.loads(settings_path.read_text())
+    return _finish(out, SplitConfig.model_validate(settings.get("split", {})), report, index)
 
 
 def _lone_audio(audio_files: list[tuple[Path, Path]], jobs: list[dict]) -> list[dict]:
@@ -194,8 +310,10 @@ def _make_jobs(files: list[tuple[Path, Path]], tables: Tables, key: bytes, out: 
     jobs, unnamed = [], 0
     for (path, root), source in zip(files, sources):
         stem = recording_stem(path)
+        found = reader_for(path)
+        fmt = found[0] if found is not None else "unknown"
         patient_id = tables.subjects.get(stem)
-        if patient_id is None and path.suffix.lower() in DICOM_EXTENSIONS:
+        if patient_id is None and fmt == "dicom":
             patient_id = dicom_subject_id(path)  # PatientID, else StudyInstanceUID; hashed below
         unnamed += patient_id is None
         subject = pseudonym(patient_id if patient_id is not None else stem, key, kind="subject")
@@ -206,7 +324,7 @@ def _make_jobs(files: list[tuple[Path, Path]], tables: Tables, key: bytes, out: 
                "audio_rate": cfg.audio_rate, "crop": cfg.crop,
                "drop_frozen": bool(getattr(cfg, "drop_frozen", False)),
                "drop_doppler": bool(getattr(cfg, "drop_doppler", False)),
-               "narration": _narration(path, stem, root), "format": _FORMATS.get(media_extension(path), media_extension(path).lstrip(".")),
+               "narration": _narration(path, stem, root), "format": fmt,
                "labels": tables.labels.get(stem), "gaze": tables.gaze.get(stem)}  # fmt: skip
         job["input_digest"] = input_digest(job)
         jobs.append(job)
@@ -253,25 +371,45 @@ def _run(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
                 except Exception as exc:  # the worker process died (e.g. a crash inside FFmpeg)
                     reason = (f"worker process failed ({exc!r}); if every file failed so, use "
                               "workers: 1 or start your script under if __name__ == '__main__'")  # fmt: skip
-                    results.append(result_row(futures[future], "skipped", reason, None))
+                    results.append(result_row(futures[future], "failed", reason, None))
                 advance()
     return results
 
 
-def _finish(out: Path, cfg: IngestConfig, results: list[dict]) -> IngestSummary:
-    """Write the report, splits and index; log what was skipped."""
-    results.sort(key=lambda r: r["source"])
-    report_path = cache_io.write_report(out, pd.DataFrame(results))
-    ok = [r["info"] for r in results if r["status"] == "ok"]
-    n_skipped = len(results) - len(ok)
-    if not ok:
-        raise DataError(f"none of the {len(results)} recordings could be ingested; see {report_path}")
-    splits = split_subjects([info["subject"] for info in ok], cfg.split)
-    where = subject_split(splits)
-    index = pd.DataFrame(ok)
+def _report(results: list[dict]) -> pd.DataFrame:
+    """The report rows (``cache.REPORT_COLUMNS``), sorted by source."""
+    columns = cache_io.REPORT_COLUMNS
+    report = pd.DataFrame([{c: r[c] for c in columns} for r in results], columns=columns)
+    return report.sort_values(["source", "shard"], kind="stable").reset_index(drop=True)
+
+
+def _index(results: list[dict]) -> pd.DataFrame:
+    """Index rows (``INDEX_COLUMNS`` but ``split``) of the ingested recordings, sorted by shard."""
+    columns = [c for c in cache_io.INDEX_COLUMNS if c != "split"]
+    index = pd.DataFrame([r["info"] for r in results if r["status"] == "ok"])
+    if index.empty:
+        return pd.DataFrame(columns=columns)
     for column in ("spacing_mm_x", "spacing_mm_y"):  # None in shard.json -> NaN
         index[column] = index[column].astype(float) if column in index else np.nan
-    index["split"] = index["subject"].map(where)
+    return index[columns].sort_values("shard").reset_index(drop=True)
+
+
+def _summary(out: Path, report: pd.DataFrame, index: pd.DataFrame, report_path: Path) -> IngestSummary:
+    n_ok = int((report["status"] == "ok").sum())
+    n_frames = int(index["n_frames"].sum()) if len(index) else 0
+    return IngestSummary(out, n_ok, len(report) - n_ok, n_frames, report_path,
+                         int((report["status"] == "failed").sum()))  # fmt: skip
+
+
+def _finish(out: Path, split: SplitConfig, report: pd.DataFrame, index: pd.DataFrame) -> IngestSummary:
+    """Write the report, splits, index and data card; log what was not ingested."""
+    report_path = cache_io.write_report(out, report)
+    if index.empty:
+        raise DataError(f"none of the {len(report)} recordings could be ingested; see {report_path}")
+    classes = json.loads((out / cache_io.SETTINGS_FILE).read_text()).get("classes", [])
+    labels = ((row.subject, np.load(cache_io.shard_dir(out, row.shard) / "labels.npy")) for row in index.itertuples())
+    splits = split_subjects(index["subject"].tolist(), split, subject_strata(labels, classes))  # stratified by label
+    index = index.assign(split=index["subject"].map(subject_split(splits)))
     index = index.sort_values("shard").reset_index(drop=True)
     cache_io.write_json(out / cache_io.SPLITS_FILE, splits)
     cache_io.write_index(out, index)
@@ -280,11 +418,12 @@ def _finish(out: Path, cfg: IngestConfig, results: list[dict]) -> IngestSummary:
     stale = [p for p in (out / "shards").iterdir() if p.is_dir() and p.name not in listed]
     if stale:
         log.warning("%d shard folder(s) in %s belong to no current source (not indexed)", len(stale), out)
-    n_frames = int(index["n_frames"].sum())
-    log.info("ingested %d recording(s), %d frames, into %s", len(ok), n_frames, out)
-    if n_skipped:
-        log.warning("%d of %d recording(s) skipped; reasons in %s", n_skipped, len(results), report_path)
-    return IngestSummary(out, len(ok), n_skipped, n_frames, report_path)
+    summary = _summary(out, report, index, report_path)
+    log.info("ingested %d recording(s), %d frames, into %s", summary.n_ok, summary.n_frames, out)
+    if summary.n_skipped:
+        log.warning("%d of %d input(s) not ingested (%d failed); reasons in %s", summary.n_skipped,
+                    len(report), summary.n_failed, report_path)  # fmt: skip
+    return summary
 
 
 def input_digest(job: dict) -> str:

@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from usssl.data import cache as cache_io
 from usssl.errors import DataError, UssslError
 from usssl.io.audio import read_audio
-from usssl.io.dicom import DICOM_EXTENSIONS, read_dicom
+from usssl.io.dicom import DICOM_EXTENSIONS, is_dicom_file, read_dicom
 from usssl.io.nifti import NIFTI_EXTENSIONS, read_nifti
 from usssl.io.recording import Recording
 from usssl.io.video import VIDEO_EXTENSIONS, read_video
-from usssl.privacy.region import (check_box, colour_fraction, crop_resize, imaging_mask, map_points,
-                                  mask_box, static_mask)  # fmt: skip
+from usssl.privacy.region import (Box, check_box, colour_fraction, crop_resize, imaging_mask, map_points,
+                                  mask_box, static_mask, temporal_stats)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,18 @@ BURNED_IN_REFUSED = "BurnedInAnnotation is YES"  # start of the reason of a refu
 DOPPLER_FRACTION = 0.01  # share of coloured pixels in the region from which a frame is colour Doppler
 
 
+def reader_for(path: Path) -> tuple[str, Callable[..., Recording]] | None:
+    """(format name, reader) of ``path``: by its extension, else ``dicom`` when the file carries
+    the DICM magic (PACS exports often have no extension); None for any other file."""
+    ext = media_extension(path)
+    if ext is not None:
+        name = "dicom" if ext in DICOM_EXTENSIONS else "nifti" if ext in NIFTI_EXTENSIONS else ext.lstrip(".")
+        return name, READERS[ext]
+    if is_dicom_file(path):
+        return "dicom", read_dicom
+    return None
+
+
 def media_extension(path: Path, extensions=None) -> str | None:
     """The extension of ``path`` among ``extensions`` (default: ``READERS``), longest match first."""
     name = Path(path).name.lower()
@@ -49,17 +63,33 @@ def media_extension(path: Path, extensions=None) -> str | None:
 
 
 def recording_stem(path: Path) -> str:
-    """The file name without its reader extension (``scan.nii.gz`` -> ``scan``): the key of the
-    label, gaze and subject tables and of a narration side file."""
+    """The file name without its reader extension (``scan.nii.gz`` -> ``scan``; an extension-less
+    DICOM keeps its whole name, ``IM0001``): the key of the label, gaze and subject tables and of
+    a narration side file."""
     ext = media_extension(path)
-    return Path(path).name[: -len(ext)] if ext else Path(path).stem
+    if ext:
+        return Path(path).name[: -len(ext)]
+    return Path(path).name if is_dicom_file(path) else Path(path).stem
 
 
-def result_row(job: dict, status: str, reason: str, info: dict | None) -> dict:
-    """One ingest_report.csv row (plus the shard info that the index is built from)."""
-    n = int(info["n_frames"]) if info else 0
-    return {"source": job["source"], "shard": job["shard"], "status": status, "reason": reason,
-            "n_frames": n, "info": info}  # fmt: skip
+def result_row(job: dict, status: str, reason: str, info: dict | None, source: dict | None = None) -> dict:
+    """One ingest_report.csv row (``cache.REPORT_COLUMNS``), plus the shard info for the index.
+
+    ``frames``, ``fps`` and ``duration_s`` describe the SOURCE recording (its header or
+    container), from the shard's info when it was ingested, else from ``source`` (what the
+    reader saw before a later step failed) when given, else empty.
+    """
+    if info is not None:
+        frames, fps = info.get("source_frames"), info.get("source_fps")
+        duration = info.get("source_duration_s", frames / fps if frames and fps else None)
+    elif source is not None:
+        frames, fps, duration = source["frames"], source["fps"], source["duration_s"]
+    else:
+        frames = fps = duration = None
+    return {"source": job["source"], "status": status, "reason": reason, "frames": frames,
+            "duration_s": None if duration is None else round(float(duration), 4),
+            "fps": None if fps is None else round(float(fps), 4), "shard": job["shard"],
+            "cached_frames": int(info["n_frames"]) if info else 0, "info": info}  # fmt: skip
 
 
 def kept_frames(timestamps: np.ndarray, fps: float | None, source_fps: float | None = None) -> np.ndarray:
@@ -82,40 +112,34 @@ def kept_frames(timestamps: np.ndarray, fps: float | None, source_fps: float | N
 
 
 def ingest_one(job: dict) -> dict:
-    """Ingest one recording described by a ``_make_jobs`` dict (top level: spawn-safe)."""
+    """Ingest one recording described by a ``_make_jobs`` dict (top level: spawn-safe).
+
+    Returns its report row: ``ok``, or ``failed`` with the reason (the file cannot be read or
+    decoded, or ingest refuses it); the absolute path never appears in the reason.
+    """
+    seen: dict = {}  # the source's frames / fps / duration, once the reader has opened it
     try:
-        return result_row(job, "ok", "", _ingest(job))
+        return result_row(job, "ok", "", _ingest(job, seen))
     except Exception as exc:  # bad input is data: recorded in the report, the run goes on
         reason = str(exc) if isinstance(exc, UssslError) else f"{type(exc).__name__}: {exc}"
         reason = reason.replace(str(Path(job["path"]).resolve()), job["source"])
-        return result_row(job, "skipped", reason.replace(job["path"], job["source"]), None)
+        return result_row(job, "failed", reason.replace(job["path"], job["source"]), None, seen or None)
 
 
-def _ingest(job: dict) -> dict:
+def _ingest(job: dict, seen: dict) -> dict:
     path, size = Path(job["path"]), job["size"]
-    rec = READERS[media_extension(path)](path, Path(job["root"]), audio=job["audio"],
-                                         audio_rate=job["audio_rate"])  # fmt: skip
-    refuse_burned_in(rec, job["crop"])
+    found = reader_for(path)
+    if found is None:
+        raise DataError(f"{path}: not a recording usssl can read (unknown extension, no DICOM magic)")
+    rec = found[1](path, Path(job["root"]), audio=job["audio"], audio_rate=job["audio_rate"])
+    seen.update(frames=int(rec.n_frames), fps=float(rec.fps), duration_s=float(rec.duration_s))
+    geo = imaging_geometry(rec, path, job["crop"], job["fps"])
     narration = _attach_narration(rec, job)
-    colour = colour_source(rec, path)  # the RGB recording, or None: decode grey
-    src = colour if colour is not None else rec
-    timestamps = rec.timestamps if rec.timestamps is not None else np.arange(rec.n_frames) / rec.fps
-    src_idx = kept_frames(timestamps, job["fps"], rec.fps)  # (T,)
+    src_idx, box, static = geo.src_idx, geo.box, geo.static  # (T,); (x0, y0, x1, y1); (H, W) or None
     fps = float(job["fps"] or rec.fps)
-    frames = None
-    if rec.n_frames * rec.height * rec.width * (3 if colour is not None else 1) <= IN_MEMORY_BYTES:
-        blocks = list(src.iter_frames(64))
-        if not blocks:
-            raise DataError(f"{rec.source}: no frame could be decoded")
-        frames = np.concatenate(blocks)  # (n, H, W) or (n, H, W, 3): decode once
-    sample = _sample_frames(src, frames)  # (s, H, W) grey, spread over the recording
-    box, mask = _crop_box(rec, job["crop"], sample)
-    inside = mask if mask is not None else _box_mask(box, rec.height, rec.width)
-    static = static_mask(sample, inside)  # (H, W) overlay pixels to blank, or None
-    keep = mask if static is None else inside & ~static
     writer = cache_io.ShardWriter(Path(job["out"]), job["shard"], len(src_idx), size)
     try:
-        flags, written = _write_frames(src, frames, src_idx, box, keep, size, writer,
+        flags, written = _write_frames(geo.src, geo.frames, src_idx, box, geo.keep, size, writer,
                                        job["drop_frozen"], job["drop_doppler"])  # fmt: skip
         if len(written) and not written.any():
             raise DataError(f"{rec.source}: every frame is flagged and dropped (ingest.drop_frozen / "
@@ -140,11 +164,12 @@ def _ingest(job: dict) -> dict:
                 "spacing_mm_x": None if spacing is None else spacing[1],
                 "spacing_mm_y": None if spacing is None else spacing[0],
                 "static_pixels": 0 if static is None else int(static.sum()),
-                "colour": colour is not None, "narration_file": narration is not None,
+                "colour": geo.colour, "narration_file": narration is not None,
                 "n_frozen": int((flags & cache_io.FLAG_FROZEN).astype(bool).sum()),
                 "n_doppler": int((flags & cache_io.FLAG_DOPPLER).astype(bool).sum()),
                 "n_dropped": int((~written).sum()), "source_format": job["format"],
                 "source_fps": float(rec.fps), "source_frames": int(rec.n_frames),
+                "source_duration_s": float(rec.duration_s),
                 "source_height": int(rec.height), "source_width": int(rec.width),
                 "manufacturer": rec.meta.get("manufacturer") or None,
                 "input_digest": job["input_digest"]}  # fmt: skip
@@ -152,6 +177,84 @@ def _ingest(job: dict) -> dict:
     except BaseException:
         writer.abort()
         raise
+
+
+@dataclass
+class ImagingGeometry:
+    """Where the image is in a recording and which frames are kept: everything ingest (and
+    ``usssl predict``, which must match it byte for byte) decides before writing a frame.
+
+    Attributes:
+        src: the recording to decode frames from: its RGB copy when ``colour``, else grey.
+        colour: whether the recording holds colour (:func:`colour_source`).
+        timestamps: (n,) float64 seconds of the source frames from the first.
+        src_idx: (P,) int source frame kept at each output time (:func:`kept_frames`).
+        frames: (n, H, W) or (n, H, W, 3) uint8, the whole recording when it fits in
+            ``IN_MEMORY_BYTES`` (decoded once, reused to write); None: decode again in blocks.
+        box: (x0, y0, x1, y1) crop in source pixels, end-exclusive.
+        crop_method: how ``box`` was found: "box" (given), "full_frame", "ultrasound_region"
+            (DICOM) or "motion" (:func:`usssl.privacy.region.imaging_mask`).
+        mask: (H, W) bool imaging region found from motion, or None.
+        static: (H, W) bool constant overlay pixels inside the region (blanked), or None.
+        keep: (H, W) bool pixels kept (``mask`` or the box, less ``static``), or None: all of the box.
+    """
+
+    src: Recording
+    colour: bool
+    timestamps: np.ndarray
+    src_idx: np.ndarray
+    frames: np.ndarray | None
+    box: Box
+    crop_method: str
+    mask: np.ndarray | None
+    static: np.ndarray | None
+    keep: np.ndarray | None
+
+
+def imaging_geometry(rec: Recording, path: Path, crop, fps: float | None) -> ImagingGeometry:
+    """Refuse, colour probe, kept frames, decode, crop box, imaging mask and static overlay of ``rec``.
+
+    The region and overlay detection share one sample of ``REGION_SAMPLES`` grey frames spread
+    over the recording and one pass of per-pixel statistics over it.
+
+    Args:
+        rec: the recording as its reader returned it (grey).
+        path: its file (a video's keyframes are probed for colour).
+        crop: ``ingest.crop``: "auto", "none" or an (x0, y0, x1, y1) box in source pixels.
+        fps: output frame rate, or None to keep every source frame.
+
+    Raises:
+        DataError: the recording is refused (``refuse_burned_in``), the crop box does not fit
+            the frame, or no frame can be decoded.
+    """
+    refuse_burned_in(rec, crop)
+    colour = colour_source(rec, path)  # the RGB recording, or None: decode grey
+    src = colour if colour is not None else rec
+    timestamps = rec.timestamps if rec.timestamps is not None else np.arange(rec.n_frames) / rec.fps
+    src_idx = kept_frames(timestamps, fps, rec.fps)  # (P,)
+    frames = None
+    if rec.n_frames * rec.height * rec.width * (3 if colour is not None else 1) <= IN_MEMORY_BYTES:
+        frames = _decode_all(src)  # (n, H, W) or (n, H, W, 3): decode once
+    sample = _sample_frames(src, frames)  # (s, H, W) grey, spread over the recording
+    stats = temporal_stats(sample)  # (mean, std), each (H, W)
+    box, mask = _crop_box(rec, crop, sample, stats)
+    inside = mask if mask is not None else _box_mask(box, rec.height, rec.width)
+    static = static_mask(sample, inside, stats=stats)  # (H, W) overlay pixels to blank, or None
+    method = ("box" if not isinstance(crop, str) else "full_frame" if crop == "none" else
+              "ultrasound_region" if rec.meta.get("region_box") is not None else
+              "motion" if mask is not None else "full_frame")  # fmt: skip
+    return ImagingGeometry(src=src, colour=colour is not None, timestamps=timestamps, src_idx=src_idx,
+                           frames=frames, box=tuple(int(v) for v in box), crop_method=method, mask=mask,
+                           static=static, keep=mask if static is None else inside & ~static)  # fmt: skip
+
+
+def _decode_all(rec: Recording) -> np.ndarray:
+    """Every frame of ``rec`` as one uint8 array (n, H, W[, 3]), n <= ``rec.n_frames``: a single
+    block (the frame sources fill it in place), so no block list is joined."""
+    blocks = list(rec.iter_frames(max(rec.n_frames, 1)))
+    if not blocks:
+        raise DataError(f"{rec.source}: no frame could be decoded")
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
 def refuse_burned_in(rec: Recording, crop) -> None:
@@ -201,13 +304,15 @@ def colour_source(rec: Recording, path: Path) -> Recording | None:
 
 def _keyframes_have_colour(path: Path) -> bool:
     """Whether a keyframe of the first video stream (at 1/4 size) has strongly coloured pixels."""
+    scaler = VideoReformatter()  # one scaler for every keyframe (frame.reformat makes one each)
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.codec_context.skip_frame = "NONKEY"
+            stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                small = frame.reformat(width=max(frame.width // 4, 2), height=max(frame.height // 4, 2),
-                                       format="rgb24").to_ndarray()  # fmt: skip
+                small = scaler.reformat(frame, width=max(frame.width // 4, 2), height=max(frame.height // 4, 2),
+                                        format="rgb24").to_ndarray()  # fmt: skip
                 if colour_fraction(small[None]).any():
                     return True
     except (av.FFmpegError, OSError, ValueError, IndexError):
@@ -245,8 +350,9 @@ def _box_mask(box, height: int, width: int) -> np.ndarray:
     return inside
 
 
-def _crop_box(rec: Recording, crop, sample: np.ndarray) -> tuple[tuple, np.ndarray | None]:
-    """(box, mask): the crop box in source pixels and, for "auto", the imaging mask (H, W)."""
+def _crop_box(rec: Recording, crop, sample: np.ndarray, stats=None) -> tuple[tuple, np.ndarray | None]:
+    """(box, mask): the crop box in source pixels and, for "auto", the imaging mask (H, W)
+    (``stats``: ``temporal_stats(sample)`` when already computed)."""
     if crop == "none":
         return (0, 0, rec.width, rec.height), None
     if crop != "auto":
@@ -256,7 +362,7 @@ def _crop_box(rec: Recording, crop, sample: np.ndarray) -> tuple[tuple, np.ndarr
             raise DataError(f"{rec.source}: ingest.crop: {exc}") from None
     if rec.meta.get("region_box") is not None:  # DICOM ultrasound region: no detection needed
         return check_box(rec.meta["region_box"], rec.height, rec.width), None
-    mask = imaging_mask(sample)  # (H, W) or None: nothing varies
+    mask = imaging_mask(sample, stats=stats)  # (H, W) or None: nothing varies
     if mask is None:
         return (0, 0, rec.width, rec.height), None
     return mask_box(mask), mask

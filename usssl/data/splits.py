@@ -122,24 +122,30 @@ def subject_split(splits: dict[str, list[str]]) -> dict[str, str]:
     return {subject: name for name in SPLITS for subject in splits.get(name, [])}
 
 
-def subject_strata(cache) -> dict[str, str]:
+def subject_strata(labels_by_subject, classes: list[str]) -> dict[str, str]:
     """subject -> its most frequent labelled class other than background ('' when unlabelled).
 
     Args:
-        cache: a ``usssl.data.cache.Cache``.
+        labels_by_subject: iterable of (subject, per-frame labels (T,), -1 unlabelled), one per
+            recording; a subject may repeat.
+        classes: label names (``labels == i`` means ``classes[i]``).
     """
-    classes = cache.classes
     counts: dict[str, Counter] = {}
-    for shard_id in cache.shard_ids():
-        shard = cache.shard(shard_id)
-        labels = np.asarray(shard.labels)
-        counts.setdefault(shard.subject, Counter()).update(labels[labels >= 0].tolist())
+    for subject, labels in labels_by_subject:
+        labels = np.asarray(labels)
+        counts.setdefault(str(subject), Counter()).update(labels[labels >= 0].tolist())
     strata = {}
     for subject, c in counts.items():
         named = [(n, classes[i] if i < len(classes) else str(i)) for i, n in c.items()]
         planes = [(n, name) for n, name in named if name != BACKGROUND] or named
         strata[subject] = max(planes)[1] if planes else ""
     return strata
+
+
+def cache_strata(cache) -> dict[str, str]:
+    """``subject_strata`` of every recording of a ``usssl.data.cache.Cache``."""
+    shards = (cache.shard(s) for s in cache.shard_ids())
+    return subject_strata(((sh.subject, sh.labels) for sh in shards), cache.classes)
 
 
 def cache_folds(cache, k: int, seed: int = 0) -> list[list[str]]:
@@ -156,7 +162,7 @@ def cache_folds(cache, k: int, seed: int = 0) -> list[list[str]]:
             check_disjoint({f"fold {i}": f for i, f in enumerate(folds)})
             return folds
         log.warning("%s does not match the cache's subjects (re-ingested?); recomputing the folds", path.name)
-    folds = kfold_subjects(subjects, k, seed, subject_strata(cache))
+    folds = kfold_subjects(subjects, k, seed, cache_strata(cache))
     from usssl.data.cache import write_json
 
     write_json(path, {"k": k, "seed": seed, "folds": folds})

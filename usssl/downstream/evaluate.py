@@ -127,7 +127,9 @@ def run_evaluate(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: boo
     per_class.to_csv(out / "per_class.csv", index=False)
     intervals.to_csv(out / "intervals.csv", index=False)
     pd.concat(predictions).drop(columns=["y", "yhat"]).to_csv(out / "predictions.csv", index=False)
-    report = markdown_report(results, intervals=intervals if ecfg.bootstrap else None, per_class=per_class)
+    unit = "recordings" if ecfg.level == "recording" else "frames"
+    report = markdown_report(results, f"{ecfg.title} ({unit})", intervals=intervals if ecfg.bootstrap else None,
+                             per_class=per_class, reference=ecfg.paper_reference)
     (out / "report.md").write_text(report)
     label_efficiency_plot(results, out / "label_efficiency.png")
     for name in ("results.csv", "per_class.csv", "intervals.csv", "predictions.csv", "report.md",

@@ -16,7 +16,7 @@ import pandas as pd
 
 REFERENCE = """\
 Reference (Jiao et al., MICCAI 2020; private fetal data, 14 classes, 3-fold CV, 100% labels,
-fine-tuned SE-ResNeXt-50 — not comparable with the synthetic numbers above):
+fine-tuned SE-ResNeXt-50 — other data, not comparable with the numbers above):
 
 | init | P | R | F1 |
 |---|---|---|---|
@@ -91,7 +91,8 @@ def per_class_table(per_class: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown_report(results: pd.DataFrame, title: str = "Standard-plane detection",
-                    intervals: pd.DataFrame | None = None, per_class: pd.DataFrame | None = None) -> str:
+                    intervals: pd.DataFrame | None = None, per_class: pd.DataFrame | None = None,
+                    reference: bool = True) -> str:
     """The whole report as Markdown: F1 table, intervals, P/R detail, per class, paired, reference."""
     folds = results["fold"].nunique()
     how = f"mean ± std over {folds} subject-level folds" if folds > 1 else "one subject-level split"
@@ -112,7 +113,8 @@ def markdown_report(results: pd.DataFrame, title: str = "Standard-plane detectio
         lines += ["Note: some pretrained encoders saw the (unlabelled) video of test subjects during "
                   "pretraining (k-fold with one shared pretraining). For a strictly inductive protocol "
                   "pretrain once per fold with `pretrain.exclude_fold`.", ""]
-    lines += [REFERENCE]
+    if reference:
+        lines += [REFERENCE]
     return "\n".join(lines)
 
 

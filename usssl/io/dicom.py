@@ -16,12 +16,20 @@ path, so a long cine never sits in memory whole. Output is uint8:
 Frame rate, in this order (``meta["fps_source"]`` says which was used): Frame Time (0018,1063,
 ms per frame) → Frame Time Vector (0018,1065, mean of the increments after the first, which the
 standard defines as 0) → Cine Rate (0018,0040) → Recommended Display Frame Rate (0008,2144) → 30
-fps with a logged warning. Timestamps come from the Frame Time Vector when it has one entry per
-frame, else from the rate.
+fps with a logged warning (an encapsulated video's own stream rate comes before that fallback).
+Timestamps come from the Frame Time Vector when it has one entry per frame, else from the rate.
 
 Sequence of Ultrasound Regions (0018,6011) → ``meta["region_box"]``: the largest 2-D region
 (Region Spatial Format 1), end-exclusive (x0, y0, x1, y1), clamped to the image; ``spacing_mm``
 (row, column) from its Physical Delta Y/X only when both physical units are 3 (cm).
+
+Encapsulated video (MPEG-2, H.264, HEVC transfer syntaxes) is decoded through PyAV
+(``usssl.io.dicom_video``): frame count and rate from the header where it states them, else from
+the stream.
+
+A file is DICOM when its name ends in ``.dcm`` / ``.dicom`` or, whatever its name (PACS exports
+often have none: ``IM0001``), when it carries the ``DICM`` magic at byte 128
+(:func:`is_dicom_file`).
 
 Patient identifiers never enter the Recording: ``meta`` holds technical fields only. The subject
 id for pseudonymisation comes separately from :func:`dicom_subject_id`.
@@ -41,6 +49,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from usssl.errors import DataError
 from usssl.io.dicom_frames import DicomFrames
+from usssl.io.dicom_video import DicomVideoFrames, is_video_syntax, probe_video
 from usssl.io.recording import Recording
 from usssl.io.video import relative_source
 
@@ -53,8 +62,18 @@ UNSUPPORTED_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.6.2": "3-D volumes are not cine loops",  # Enhanced US Volume Storage
     "1.2.840.10008.5.1.4.1.1.6.3": "photoacoustic volumes are not cine loops",  # Photoacoustic Image
 }
-_VIDEO_SYNTAXES = "1.2.840.10008.1.2.4.10"  # MPEG-2 (.100/.101), H.264 (.102-.106), HEVC (.107/.108)
+DICOM_MAGIC, DICOM_MAGIC_OFFSET = b"DICM", 128  # PS3.10 7.1: after the 128-byte preamble
 _HEADER_DEFER = "64 KB"  # large values (the pixel data) are skipped when the header is read
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """Whether ``path`` is a regular file with the DICOM ``DICM`` magic at byte 128 (any name)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(DICOM_MAGIC_OFFSET)
+            return handle.read(len(DICOM_MAGIC)) == DICOM_MAGIC
+    except OSError:
+        return False
 
 
 def read_header(path: Path) -> Dataset:
@@ -95,8 +114,13 @@ def dicom_subject_id(path: str | Path) -> str | None:
     return None
 
 
-def frame_timing(ds: Dataset, n_frames: int) -> tuple[float, np.ndarray | None, str]:
-    """(fps, timestamps (n_frames,) float64 seconds or None, the attribute the rate came from)."""
+def frame_timing(ds: Dataset, n_frames: int,
+                 stream_rate: float | None = None) -> tuple[float, np.ndarray | None, str]:  # fmt: skip
+    """(fps, timestamps (n_frames,) float64 seconds or None, the attribute the rate came from).
+
+    ``stream_rate`` (an encapsulated video's own rate) comes after the header's attributes and
+    before the 30 fps fallback.
+    """
     vector = None
     if "FrameTimeVector" in ds and ds.FrameTimeVector is not None:
         values = np.atleast_1d(np.asarray(ds.FrameTimeVector, dtype=np.float64))  # ms
@@ -112,6 +136,8 @@ def frame_timing(ds: Dataset, n_frames: int) -> tuple[float, np.ndarray | None, 
         rate = _positive(ds.get(keyword))
         if rate is not None:
             return rate, None, keyword
+    if stream_rate is not None:
+        return stream_rate, None, "video stream"
     if n_frames > 1:
         log.warning("a DICOM cine states no frame timing: assuming %.0f fps", FALLBACK_FPS)
     return FALLBACK_FPS, None, "fallback"
@@ -177,13 +203,13 @@ def check_supported(ds: Dataset, path: Path) -> UID:
         implicit = ds.original_encoding[0] if ds.original_encoding[0] is not None else True
         syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
     syntax = UID(syntax)
-    if str(syntax).startswith(_VIDEO_SYNTAXES):
-        raise DataError(f"{path}: {syntax.name} video inside DICOM ({sop_name}) is not supported yet; "
-                        "export the loop as uncompressed or JPEG DICOM, or as an mp4")  # fmt: skip
+    if is_video_syntax(syntax):  # MPEG-2 / H.264 / HEVC: PyAV decodes it (usssl.io.dicom_video)
+        return syntax
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
-        raise DataError(f"{path}: transfer syntax {syntax.name} ({syntax}) cannot be decoded") from None
+        raise DataError(f"{path}: transfer syntax {syntax.name} ({syntax}) of this {sop_name} object "
+                        "cannot be decoded; export it uncompressed, as JPEG or as an mp4") from None
     if not decoder.is_available:
         needs = "; ".join(decoder.missing_dependencies)
         raise DataError(
@@ -213,20 +239,24 @@ def read_dicom(path: str | Path, root: str | Path | None = None, *, grayscale: b
         region_box) — no patient data.
 
     Raises:
-        DataError: not DICOM, no pixel data, an unsupported SOP class or transfer syntax, or no
-            decoder installed for it; the message names the file and what to do.
+        DataError: not DICOM, no pixel data, an unsupported SOP class or transfer syntax, no
+            decoder installed for it, or an encapsulated video that cannot be opened; the message
+            names the file and what to do.
     """
     path = Path(path)
     ds = read_header(path)
     syntax = check_supported(ds, path)
+    video = is_video_syntax(syntax)
+    stream = probe_video(path, syntax) if video else None  # (frames, rate, height, width)
     try:
-        height, width = int(ds.Rows), int(ds.Columns)
-        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        height = int(ds.get("Rows") or (stream[2] if stream else 0))
+        width = int(ds.get("Columns") or (stream[3] if stream else 0))
+        n_frames = int(ds.get("NumberOfFrames") or (stream[0] if stream else 1))
     except (AttributeError, TypeError, ValueError):
         raise DataError(f"{path}: Rows, Columns or Number of Frames missing or invalid") from None
     if n_frames < 1 or height < 1 or width < 1:
         raise DataError(f"{path}: empty image ({n_frames} frames of {height} x {width})")
-    fps, timestamps, fps_source = frame_timing(ds, n_frames)
+    fps, timestamps, fps_source = frame_timing(ds, n_frames, stream[1] if stream else None)
     box, spacing = ultrasound_region(ds, height, width)
     burned = str(ds.get("BurnedInAnnotation", "") or "").upper()
     sop = UID(str(ds.get("SOPClassUID", "") or ""))
@@ -244,7 +274,11 @@ def read_dicom(path: str | Path, root: str | Path | None = None, *, grayscale: b
         "fps_source": fps_source,
         "region_box": list(box) if box is not None else None,
     }
-    has_meta = "TransferSyntaxUID" in getattr(ds, "file_meta", {})
+    if video:
+        frame_source = DicomVideoFrames(path, str(syntax), n_frames, height, width, grayscale)
+    else:
+        has_meta = "TransferSyntaxUID" in getattr(ds, "file_meta", {})
+        frame_source = DicomFrames(path, n_frames, str(syntax), has_meta, grayscale)
     return Recording(
         source=relative_source(path, Path(root) if root is not None else None),
         fps=float(fps),
@@ -254,5 +288,5 @@ def read_dicom(path: str | Path, root: str | Path | None = None, *, grayscale: b
         timestamps=timestamps if timestamps is not None else np.arange(n_frames) / fps,
         spacing_mm=spacing,
         meta=meta,
-        frame_source=DicomFrames(path, n_frames, str(syntax), has_meta, grayscale),
+        frame_source=frame_source,
     )

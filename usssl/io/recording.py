@@ -19,23 +19,28 @@ FrameSource = Callable[[int], Iterator[np.ndarray]]
 class FrameBlocks:
     """Groups single frames into stacked blocks: (t, H, W) or (t, H, W, 3), at most ``chunk`` frames
     each and ``limit`` frames in total; ``count`` says how many were taken (for error messages).
-    Every reader's lazy frame source uses it."""
+    Every reader's lazy frame source uses it. Each block is allocated once and filled in place (no
+    list of frames to stack: one copy per frame); frames must all have the first one's shape."""
 
     def __init__(self, chunk: int, limit: int) -> None:
         self.chunk, self.limit, self.count = chunk, limit, 0
 
     def __call__(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-        block: list[np.ndarray] = []
+        block, k = None, 0
         for frame in frames:
-            block.append(frame)
+            if block is None:
+                size = max(1, min(self.chunk, self.limit - self.count))
+                block = np.empty((size, *frame.shape), frame.dtype)
+            block[k] = frame
+            k += 1
             self.count += 1
-            if len(block) == self.chunk or self.count >= self.limit:
-                yield np.stack(block)
-                block = []
+            if k == len(block) or self.count >= self.limit:
+                yield block[:k]
+                block, k = None, 0
             if self.count >= self.limit:
                 return
-        if block:
-            yield np.stack(block)
+        if block is not None and k:
+            yield block[:k]
 
 
 @dataclass

@@ -4,8 +4,9 @@
 - gaze: ``video, frame, x, y`` in source-frame pixels;
 - subjects: ``video, patient_id`` (the id is hashed on ingest and never stored).
 
-A ``video`` value may carry its file extension (``scan_000.mp4``); ``extensions`` lists the ones
-stripped. Classes come from ``corpus.json["planes"]`` beside the labels when present, else
+A ``video`` value may carry its file extension (``scan_000.mp4``, ``scan01.nii.gz``);
+``extensions`` lists the ones stripped, a two-part one as one suffix. Classes come from
+``corpus.json["planes"]`` beside the labels when present, else
 ``background`` first and the other names sorted.
 """
 
@@ -37,6 +38,17 @@ class Tables:
     classes: list[str]
 
 
+def strip_extension(name: str, extensions: frozenset[str] | set[str] | tuple[str, ...]) -> str:
+    """The file stem of ``name`` when it ends with one of ``extensions`` (case-insensitive; the
+    longest wins, so a two-part extension goes as one), else ``name`` unchanged:
+    ``scan01.nii.gz`` -> ``scan01``, ``videos/scan.mp4`` -> ``scan``, ``IM0001`` -> ``IM0001``."""
+    name = str(name)
+    for ext in sorted(extensions, key=len, reverse=True):
+        if name.lower().endswith(ext.lower()) and len(name) > len(ext):
+            return Path(name[: -len(ext)]).name
+    return name
+
+
 def _read_csv(paths: list[Path], required: list[str], extensions: frozenset[str] = frozenset()) -> pd.DataFrame | None:
     frames = []
     for path in paths:
@@ -51,7 +63,7 @@ def _read_csv(paths: list[Path], required: list[str], extensions: frozenset[str]
             df["frame"] = pd.to_numeric(df["frame"], errors="coerce")
             if df["frame"].isna().any():
                 raise DataError(f"{path}: column 'frame' must hold frame numbers (0 = first frame)")
-        df["video"] = [Path(v).stem if Path(v).suffix.lower() in extensions else v for v in df["video"]]
+        df["video"] = [strip_extension(v, extensions) for v in df["video"]]
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else None
 

@@ -33,6 +33,8 @@ def imaging_mask(
     threshold: float = 1.5,
     relative: float = 0.05,
     min_area: float = 0.01,
+    *,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray | None:
     """The imaging region as a mask: the filled convex hull of the largest varying region.
 
@@ -45,6 +47,7 @@ def imaging_mask(
         relative: the threshold is at least this fraction of the 99th percentile of the
             per-pixel standard deviation, so compression noise around static text stays out.
         min_area: smallest region, as a fraction of the frame, accepted.
+        stats: ``temporal_stats(frames)`` when already computed (shared with :func:`static_mask`).
 
     Returns:
         (H, W) bool, or None (with a logged warning) when nothing varies enough.
@@ -55,23 +58,24 @@ def imaging_mask(
     if t < 2:
         log.warning("imaging region: fewer than 2 frames, keeping the full frame")
         return None
-    std = frames.astype(np.float32).std(axis=0)  # (H, W)
+    std = (temporal_stats(frames) if stats is None else stats)[1]  # (H, W)
     cut = max(threshold, relative * float(np.percentile(std, 99)))
     mask = (std > cut).astype(np.uint8)  # (H, W)
     size = max(3, int(round(min(height, width) * 0.03)) | 1)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((size, size), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    n, labels, components, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n < 2:
         log.warning("imaging region: no pixel varies over time, keeping the full frame")
         return None
-    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[best, cv2.CC_STAT_AREA] < min_area * height * width:
+    best = 1 + int(np.argmax(components[1:, cv2.CC_STAT_AREA]))
+    if components[best, cv2.CC_STAT_AREA] < min_area * height * width:
         log.warning("imaging region: the moving region is too small, keeping the full frame")
         return None
-    points = cv2.findNonZero((labels == best).astype(np.uint8))
+    # the hull's corners are outer-border pixels: hull the border, not every pixel of the region
+    border, _ = cv2.findContours((labels == best).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     hull = np.zeros((height, width), np.uint8)
-    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.concatenate(border)), 1)
     grow = max(3, int(round(min(height, width) * 0.01)) * 2 + 1)  # give back the opening's edge
     return cv2.dilate(hull, np.ones((grow, grow), np.uint8)).astype(bool)
 
@@ -122,13 +126,16 @@ def crop_resize(frames: np.ndarray, box: Box, size: tuple[int, int],
     x0, y0, x1, y1 = check_box(box, frames.shape[1], frames.shape[2])
     out_h, out_w = int(size[0]), int(size[1])
     out = np.empty((frames.shape[0], out_h, out_w, *frames.shape[3:]), dtype=frames.dtype)
-    keep = None if mask is None else mask[y0:y1, x0:x1]  # (h, w)
-    if keep is not None and frames.ndim == 4:
-        keep = keep[..., None]
+    keep, blanked = None, None
+    if mask is not None:  # 0/1 multiplier of the crop's shape: blanking is one multiply per frame
+        keep = np.asarray(mask[y0:y1, x0:x1], frames.dtype)  # (h, w)
+        if frames.ndim == 4:
+            keep = np.repeat(keep[..., None], frames.shape[3], axis=-1)  # (h, w, C)
+        blanked = np.empty_like(keep)
     for i, frame in enumerate(frames):
-        crop = np.ascontiguousarray(frame[y0:y1, x0:x1])
+        crop = frame[y0:y1, x0:x1]  # a view: cv2 reads its row stride
         if keep is not None:
-            crop = np.where(keep, crop, 0).astype(frames.dtype)
+            crop = np.multiply(crop, keep, out=blanked)
         out[i] = cv2.resize(crop, (out_w, out_h), interpolation=cv2.INTER_AREA)
     return out
 
@@ -160,17 +167,37 @@ STATIC_MIN_PIXELS = 6  # smaller connected static sets are chance specks, not ov
 STATIC_MAX_FRACTION = 0.5  # more static than this share of the bright region: a still recording
 STATIC_MIN_FRAMES = 5  # fewer sampled frames cannot tell an overlay from still anatomy
 CHROMA_MIN = 48  # max(R, G, B) - min(R, G, B) from which a pixel counts as coloured
+EXACT_FRAMES = 256  # uint8 sums (of squares too) over this many frames stay below 2**24: exact in float32
 
 
-def _temporal_stats(frames: np.ndarray, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel mean and standard deviation over time of (t, H, W) frames, float64 (H, W) each,
-    accumulated in integers chunk by chunk (exact, and a long sample never becomes one big float array)."""
-    total = np.zeros(frames.shape[1:], np.int64)
-    squares = np.zeros(frames.shape[1:], np.int64)
-    for i in range(0, len(frames), chunk):
-        part = frames[i : i + chunk].astype(np.int32)  # (c, H, W); exact for uint8 (c * 255**2 < 2**31)
-        total += part.sum(axis=0)
-        squares += (part * part).sum(axis=0)
+def temporal_stats(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel mean and standard deviation over time, sqrt(E[x^2] - E[x]^2).
+
+    uint8 frames are summed (and their squares) with ``cv2.accumulate`` in float32 over runs of
+    ``EXACT_FRAMES`` frames, where every partial sum is an integer below 2**24 and so exact, and
+    the runs are added in float64: the moments are exact, and the result is bit-equal to summing
+    in int64 (~10x faster on 60 frames). Other dtypes are accumulated in float64.
+
+    Args:
+        frames: (t, H, W) frames, t >= 1.
+
+    Returns:
+        (mean, std), float64 (H, W) each.
+    """
+    if frames.ndim != 3 or not len(frames):
+        raise ValueError(f"frames must be (t, H, W) with t >= 1, got shape {frames.shape}")
+    exact = frames.dtype == np.uint8
+    run, dtype = (EXACT_FRAMES, np.float32) if exact else (len(frames), np.float64)
+    total = np.zeros(frames.shape[1:], np.float64)  # (H, W)
+    squares = np.zeros(frames.shape[1:], np.float64)
+    for i in range(0, len(frames), run):
+        part, part_sq = np.zeros(frames.shape[1:], dtype), np.zeros(frames.shape[1:], dtype)  # (H, W)
+        for frame in frames[i : i + run]:
+            frame = np.ascontiguousarray(frame) if exact else frame.astype(np.float64)
+            cv2.accumulate(frame, part)
+            cv2.accumulateSquare(frame, part_sq)
+        total += part
+        squares += part_sq
     mean = total / len(frames)
     return mean, np.sqrt(np.clip(squares / len(frames) - mean * mean, 0, None))
 
@@ -184,6 +211,7 @@ def static_mask(
     min_pixels: int = STATIC_MIN_PIXELS,
     max_fraction: float = STATIC_MAX_FRACTION,
     min_frames: int = STATIC_MIN_FRAMES,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray | None:
     """Overlay pixels inside the imaging region that never change (calipers, markers, text).
 
@@ -200,6 +228,7 @@ def static_mask(
         max_fraction: when more than this share of the region's bright pixels is static the
             recording itself barely moves (a frozen loop); nothing is masked (warning logged).
         min_frames: with fewer frames nothing is masked (a still image has no "constant").
+        stats: ``temporal_stats(frames)`` when already computed (shared with :func:`imaging_mask`).
 
     Returns:
         (H, W) bool pixels to blank, or None when there is none (or the rule does not apply).
@@ -209,7 +238,7 @@ def static_mask(
     if len(frames) < min_frames:
         return None
     region = np.ones(frames.shape[1:], bool) if inside is None else np.asarray(inside, bool)
-    mean, std = _temporal_stats(frames)  # (H, W) each
+    mean, std = temporal_stats(frames) if stats is None else stats  # (H, W) each
     bright = region & (mean >= floor)
     static = (bright & (std <= max_std)).astype(np.uint8)
     if not static.any():
@@ -219,8 +248,8 @@ def static_mask(
                     "static-pixel masking skipped", 100.0 * static.sum() / bright.sum())  # fmt: skip
         return None
     static = cv2.morphologyEx(static, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(static, connectivity=8)
-    big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= min_pixels)
+    n, labels, components, _ = cv2.connectedComponentsWithStats(static, connectivity=8)
+    big = np.flatnonzero(components[:, cv2.CC_STAT_AREA] >= min_pixels)
     big = big[big > 0]  # label 0 is the background
     if not big.size:
         return None
@@ -242,7 +271,8 @@ def colour_fraction(frames: np.ndarray, keep: np.ndarray | None = None,
     """
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (t, H, W, 3) RGB, got shape {frames.shape}")
-    spread = frames.max(axis=-1).astype(np.int16) - frames.min(axis=-1)  # (t, H, W)
+    r, g, b = frames[..., 0], frames[..., 1], frames[..., 2]  # three maxima: ~20x faster than max(axis=-1)
+    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # (t, H, W), >= 0
     coloured = spread >= chroma
     if keep is None:
         return coloured.mean(axis=(1, 2))
