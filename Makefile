@@ -30,6 +30,8 @@ pocus: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf runs .pytest_cache

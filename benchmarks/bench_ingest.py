@@ -105,11 +105,13 @@ def clip_rates(cache_dir: Path, files: list[Path], n_cache: int = 2000, n_video:
     clips, t_cache = timed(lambda: [np.array(s.frames[k : k + CLIP]) for s, k in picks])
     assert all(c.shape[0] == CLIP for c in clips)
     durations = {p: read_video(p, audio=False) for p in files}
-    long_enough = [p for p, rec in durations.items() if rec.n_frames >= CLIP + 1]
+    # starts at least 2 clips before the end: near the end of some streams (GIFs, MPEG-PS with
+    # B-frames) fewer frames decode than packets were counted, and the clip would come back short
+    long_enough = [p for p, rec in durations.items() if rec.n_frames >= 3 * CLIP]
     vpicks = []
     for path in rng.choices(long_enough, k=n_video):
         rec = durations[path]
-        vpicks.append((path, float(rec.timestamps[rng.randrange(rec.n_frames - CLIP)])))
+        vpicks.append((path, float(rec.timestamps[rng.randrange(rec.n_frames - 2 * CLIP)])))
     vclips, t_video = timed(lambda: [seek_clip(p, t) for p, t in vpicks])
     assert all(len(c) == CLIP for c in vclips)
     return n_cache / t_cache, n_video / t_video

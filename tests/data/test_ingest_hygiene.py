@@ -23,6 +23,9 @@ from test_region import MARKER_X, MARKER_Y, with_marker  # noqa: E402
 from usssl.config import IngestConfig  # noqa: E402
 from usssl.data.cache import FLAG_DOPPLER, Cache  # noqa: E402
 from usssl.data.ingest import REGION_SAMPLES, ingest, kept_frames  # noqa: E402
+from usssl.data.ingest_recording import BURNED_IN_REFUSED, imaging_geometry  # noqa: E402
+from usssl.errors import DataError  # noqa: E402
+from usssl.io.dicom import read_dicom  # noqa: E402
 from usssl.io.video import read_video  # noqa: E402
 from usssl.privacy.region import crop_resize, imaging_mask, mask_box  # noqa: E402
 
@@ -98,6 +101,35 @@ def test_a_video_with_a_static_marker_and_the_corpus_where_nothing_is_static(tmp
     assert frames[:, int(round(fy)), int(round(fx_))].max() == 0
     anatomy = frames[:, int(round(fy)) - 8, int(round(fx_))]  # 8 cached pixels above: speckle
     assert anatomy.min() > 20 and anatomy.std() > 3
+    # imaging_geometry (which usssl predict calls too) decides exactly what the shard holds
+    path = tmp_path / "SRC" / "videos" / "marked.mp4"
+    rec = read_video(path, audio=False)
+    geo = imaging_geometry(rec, path, "auto", 15)
+    assert geo.crop_method == "motion" and not geo.colour and list(geo.box) == info["crop_box"]
+    assert int(geo.static.sum()) == info["static_pixels"] and geo.static[marker].all()
+    np.testing.assert_array_equal(geo.keep, geo.mask & ~geo.static)
+    np.testing.assert_array_equal(geo.src_idx, kept_frames(geo.timestamps, 15, rec.fps))
+    assert geo.frames.shape == (60, fx.SIZE, fx.SIZE)  # small: decoded once, kept for writing
+    np.testing.assert_array_equal(frames, crop_resize(geo.frames[geo.src_idx], geo.box, (48, 48), geo.keep))
+
+
+def test_imaging_geometry_of_a_given_box_the_full_frame_and_a_refused_dicom(tmp_path):
+    marked, marker = with_marker(fx.render(30, seed=5))
+    path = fx.write_video(tmp_path / "marked.mp4", marked)
+    rec = read_video(path, audio=False)
+    boxed = imaging_geometry(rec, path, (10, 5, 80, 70), None)
+    assert boxed.crop_method == "box" and boxed.box == (10, 5, 80, 70) and boxed.mask is None
+    np.testing.assert_array_equal(boxed.src_idx, np.arange(30))  # fps None: every frame
+    inside = np.zeros(marker.shape, bool)
+    inside[5:70, 10:80] = True
+    assert boxed.static[marker].all() and not (boxed.static & ~inside).any()
+    np.testing.assert_array_equal(boxed.keep, inside & ~boxed.static)
+    full = imaging_geometry(rec, path, "none", None)
+    assert full.crop_method == "full_frame" and full.box == (0, 0, fx.SIZE, fx.SIZE) and full.mask is None
+    assert full.static[fx.TEXT_BOX[1] + 4, fx.TEXT_BOX[0] : fx.TEXT_BOX[2]].any()  # the text below the fan
+    fd.write_dicom(tmp_path / "burned.dcm", fd.ramp_frames(t=6), FrameTime=40.0, BurnedInAnnotation="YES")
+    with pytest.raises(DataError, match=BURNED_IN_REFUSED):
+        imaging_geometry(read_dicom(tmp_path / "burned.dcm"), tmp_path / "burned.dcm", "auto", None)
 
 
 def test_burned_in_annotation_without_a_region_is_refused_unless_a_box_is_set(tmp_path):

@@ -21,7 +21,9 @@ from usssl.privacy.region import (  # noqa: E402
     detect_imaging_region,
     imaging_mask,
     map_points,
+    mask_box,
     static_mask,
+    temporal_stats,
 )
 
 MARKER_X, MARKER_Y = 60, 62  # a caliper "+" inside the fan, below the blob's path
@@ -181,3 +183,73 @@ def test_colour_fraction_counts_coloured_pixels_in_the_region():
     np.testing.assert_allclose(colour_fraction(coloured, keep), [0.0, 1.0, 0.0])
     with pytest.raises(ValueError, match="RGB"):
         colour_fraction(grey[..., 0])
+
+
+def _int64_stats(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: integer sums in int64, moments in float64."""
+    wide = frames.astype(np.int64)
+    mean = wide.sum(axis=0) / len(frames)
+    return mean, np.sqrt(np.clip((wide * wide).sum(axis=0) / len(frames) - mean * mean, 0, None))
+
+
+@pytest.mark.parametrize("t", [1, 2, 60, 300])  # 300 > EXACT_FRAMES: two float32 runs
+def test_temporal_stats_equal_the_numpy_reference(t):
+    frames = np.random.default_rng(t).integers(0, 256, (t, 23, 37), dtype=np.uint8)
+    frames[:, :3] = 255  # constant at the top of the range: std exactly 0, sums at their largest
+    mean, std = temporal_stats(frames)
+    ref_mean, ref_std = _int64_stats(frames)
+    assert mean.dtype == std.dtype == np.float64 and mean.shape == std.shape == (23, 37)
+    np.testing.assert_array_equal(mean, ref_mean)  # bit-equal: the sums are exact
+    np.testing.assert_array_equal(std, ref_std)
+    assert (std[:3] == 0).all()
+    np.testing.assert_allclose(std, frames.astype(np.float64).std(axis=0), rtol=0, atol=1e-9)
+    view = frames[:, 2:20, 5:30]  # a non-contiguous view, and a float copy, give the same numbers
+    np.testing.assert_array_equal(temporal_stats(view)[1], _int64_stats(view)[1])
+    np.testing.assert_allclose(temporal_stats(view.astype(np.float32))[1], ref_std[2:20, 5:30], atol=1e-9)
+
+
+def test_shared_stats_give_the_same_masks():
+    frames, _ = with_marker(fx.render(40))
+    stats = temporal_stats(frames)
+    region = imaging_mask(frames)
+    np.testing.assert_array_equal(imaging_mask(frames, stats=stats), region)
+    np.testing.assert_array_equal(static_mask(frames, region, stats=stats), static_mask(frames, region))
+
+
+def test_a_moving_ring_gives_its_filled_hull():
+    """The mask is the convex hull of the whole moving region, holes and concave parts included."""
+    rng = np.random.default_rng(0)
+    frames = np.full((30, 96, 96), 40, np.uint8)
+    ring = np.zeros((96, 96), np.uint8)
+    cv2.circle(ring, (48, 48), 30, 1, thickness=8)  # a moving annulus, static inside and out
+    frames[:, ring.astype(bool)] = rng.integers(60, 200, (30, int(ring.sum())), dtype=np.uint8)
+    mask = imaging_mask(frames)
+    disc = np.zeros((96, 96), np.uint8)
+    cv2.circle(disc, (48, 48), 30 + 4, 1, thickness=-1)
+    assert mask[disc.astype(bool)].all()  # the static centre is inside the hull
+    assert not mask[:, :8].any() and not mask[:8].any()  # the corners stay out
+    assert mask_box(mask) == (13, 13, 84, 84)  # the ring's rows/columns 14..82, grown by 1 pixel
+
+
+@pytest.mark.parametrize("channels", [(), (3,)])
+def test_crop_resize_equals_blank_then_resize(channels):
+    """Blanking by one multiply on the crop view is the same as np.where on a contiguous copy."""
+    frames = np.random.default_rng(1).integers(0, 256, (4, 50, 70, *channels), dtype=np.uint8)
+    mask = np.random.default_rng(2).random((50, 70)) > 0.3
+    box, size = (5, 3, 61, 47), (16, 20)
+    keep = mask[3:47, 5:61].reshape(44, 56, *(1 for _ in channels))
+    expected = np.stack([cv2.resize(np.where(keep, f[3:47, 5:61], 0).astype(np.uint8), (20, 16),
+                                    interpolation=cv2.INTER_AREA) for f in frames])  # fmt: skip
+    np.testing.assert_array_equal(crop_resize(frames, box, size, mask), expected)
+    plain = np.stack([cv2.resize(np.ascontiguousarray(f[3:47, 5:61]), (20, 16), interpolation=cv2.INTER_AREA)
+                      for f in frames])  # fmt: skip
+    np.testing.assert_array_equal(crop_resize(frames, box, size), plain)
+
+
+def test_colour_fraction_equals_the_channel_spread():
+    frames = np.random.default_rng(3).integers(0, 256, (3, 20, 30, 3), dtype=np.uint8)
+    spread = frames.max(axis=-1).astype(np.int16) - frames.min(axis=-1)
+    keep = np.random.default_rng(4).random((20, 30)) > 0.5
+    np.testing.assert_array_equal(colour_fraction(frames), (spread >= 48).mean(axis=(1, 2)))
+    np.testing.assert_array_equal(colour_fraction(frames, keep, chroma=100),
+                                  ((spread >= 100) & keep).sum(axis=(1, 2)) / keep.sum())  # fmt: skip
