@@ -117,7 +117,7 @@ def pretrain_setup(cfg: PipelineConfig, pcfg, cache) -> tuple[Any, Any, dict[str
 
     cv = pcfg.cvrl
     dataset = ClipPairDataset(cache, train, split, clip_frames=cv.clip_frames, stride=cv.stride,
-                              pairs_per_epoch=cv.pairs_per_epoch, seed=cfg.seed)
+                              pairs_per_epoch=cv.pairs_per_epoch, max_gap_s=cv.max_gap_s, seed=cfg.seed)
     return dataset, CVRLModule(pcfg), {}
 
 

@@ -97,3 +97,53 @@ def test_blur_keeps_constants_and_smooths_a_dot():
     out = gaussian_blur_clips(dot, torch.tensor([0.5, 1.5]), mask=torch.tensor([False, True]))
     assert torch.equal(out[0], dot[0])  # not selected: unchanged
     assert out[1].sum().item() == pytest.approx(1.0, abs=1e-5) and out[1].max() < 0.2
+
+
+def test_capped_gap_keeps_the_linearly_decreasing_density_below_the_cap():
+    import numpy as np
+    from scipy.stats import chisquare
+
+    from usssl.data.samplers import sample_interval_starts
+
+    rng = np.random.default_rng(7)
+    n_frames, n, stride, max_gap = 40, 4, 2, 9  # T = 34 valid starts, G = min(T, 9 + 1) = 10
+    draws = np.array([sample_interval_starts(n_frames, n, stride, rng, max_gap) for _ in range(20000)])
+    gaps = np.abs(draws[:, 0] - draws[:, 1])
+    assert gaps.max() == 9 and draws.min() >= 0 and draws.max() < 34
+    expected = (10 - np.arange(10)) / 55  # P(Δ = d) = (G − d) / (G(G+1)/2), G = 10
+    stat, p = chisquare(np.bincount(gaps, minlength=10), expected * len(gaps))
+    assert p > 0.01, f"chi-square {stat:.1f}, p = {p:.4f}"
+    # a cap beyond the video is the paper's sampler: the same draws from the same seed
+    a = [sample_interval_starts(n_frames, n, stride, np.random.default_rng(3), 1000) for _ in range(3)]
+    b = [sample_interval_starts(n_frames, n, stride, np.random.default_rng(3)) for _ in range(3)]
+    assert a == b
+
+
+def test_pair_dataset_caps_the_gap_in_seconds_with_the_shard_fps(tmp_path):
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from usssl.data.cache import INDEX_COLUMNS, Cache, ShardWriter, write_index, write_json
+    from usssl.data.samplers import MAX_GAP_S, ClipPairDataset
+
+    writer = ShardWriter(tmp_path, "s0", capacity=200, size=(4, 4))
+    writer.append(np.zeros((200, 4, 4), np.uint8))
+    writer.finish(audio=None, labels=np.full(200, -1), gaze=np.full((200, 2), np.nan), flags=np.zeros(200), info={})
+    write_json(tmp_path / "cache.json", {"classes": [], "audio_rate": 16000})
+    (tmp_path / "splits.json").write_text(json.dumps({"train": ["a"], "test": []}))
+    write_index(tmp_path, pd.DataFrame([{"shard": "s0", "subject": "a", "split": "train", "fps": 10.0,
+                                         "n_frames": 200, "height": 4, "width": 4, "has_audio": False,
+                                         "has_speech": False, "n_labelled": 0, "digest": ""}],
+                                       columns=INDEX_COLUMNS))
+    cache = Cache(tmp_path)
+
+    def gaps(max_gap_s):
+        ds = ClipPairDataset(cache, ["s0"], clip_frames=4, stride=2, pairs_per_epoch=300, max_gap_s=max_gap_s)
+        return np.array([abs(int(ds[i]["start_a"]) - int(ds[i]["start_b"])) for i in range(300)])
+
+    capped = gaps(0.5)  # 0.5 s at 10 fps: Δ ≤ 5 frames
+    assert capped.max() == 5 and set(capped) == set(range(6))
+    assert gaps(None).max() > 50  # the whole recording: T = 194 valid starts
+    assert CVRLConfig().max_gap_s == MAX_GAP_S  # the pipeline's dataset and the config agree

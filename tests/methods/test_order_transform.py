@@ -54,7 +54,7 @@ def test_siamese_and_disentangled_shapes_and_branches():
     for module in (siamese, disentangled):
         logits, pred, feats = module.tasks(clip, perms, params)
         assert logits.shape == (5, 12) and pred.shape == (5, 5) and feats.shape == (5, 16)
-        assert module.order_head[0].in_features == 4 * 16  # per-frame features concatenated in order
+        assert module.order_head[0].in_features == 6 * 16  # the 4·3/2 frame pairs, concatenated in order
     assert hasattr(siamese, "order_branch") and hasattr(siamese, "transform_branch") and not hasattr(siamese, "joint")
     assert siamese.transform_branch[0].in_features == 2 * 16  # [f(clip), f(τ clip)]
     assert hasattr(disentangled, "joint") and not hasattr(disentangled, "order_branch")
@@ -83,3 +83,53 @@ def test_user_errors():
         step(OrderTransformModule(cfg()), torch.rand(2, 1, 3, 32, 32))
     with pytest.raises(ValueError, match="scale_range"):
         OrderTransformConfig(scale_range=(1.2, 0.8))
+
+
+def test_siamese_order_features_are_pooled_feature_maps_per_frame():
+    torch.manual_seed(0)
+    module = OrderTransformModule(cfg(order_grid=2)).eval()
+    image = module.encoder.image_encoder  # tiny2d, width 4: last map has 4·4 = 16 channels
+    assert module.order_branch[0].in_features == 16 * 2 * 2  # C'·g², not the pooled D = 16
+    assert OrderTransformModule(cfg(order_grid=0)).order_branch[0].in_features == 16
+    assert OrderTransformModule(cfg(variant="disentangled")).joint[0].in_features == 2 * 16  # pooled there
+    clip = torch.rand(3, 1, 4, 64, 64)
+    with torch.no_grad():
+        (grids,) = module._frame_grids([clip])  # (B, T, C'·g²)
+        fmap = image.feature_map(clip[:, :, 2])  # frame 2 alone: (3, 16, 4, 4) at 64 px
+    by_hand = fmap.reshape(3, 16, 2, 2, 2, 2).mean(dim=(3, 5))  # 2 × 2 blocks of the 4 × 4 map averaged
+    assert grids.shape == (3, 4, 64)
+    assert torch.allclose(grids[:, 2], by_hand.reshape(3, -1), atol=1e-6)
+    # the grid keeps position: a square moved from the left half to the right half changes the grid
+    # features, while their global average (what the pooled encoder output sees) hardly moves
+    left = torch.zeros(1, 1, 4, 64, 64)
+    left[..., 8:24, 8:24] = 1.0
+    right = left.roll(shifts=32, dims=-1)  # a multiple of the encoder stride 16 (padding still leaks)
+    module.train()  # batch statistics: activations of order 1 (random running stats are tiny in eval)
+    with torch.no_grad():
+        g_left, g_right = (g.reshape(4, 16, 4) for g in module._frame_grids([left, right]))
+    assert (g_left - g_right).abs().mean() > 2 * (g_left.mean(-1) - g_right.mean(-1)).abs().mean()
+
+
+def test_order_grid_needs_a_feature_map():
+    class NoMap(torch.nn.Module):
+        out_dim = 8
+
+        def forward(self, x):
+            return x.mean(dim=(2, 3, 4)).expand(-1, 8)
+
+    with pytest.raises(ConfigError, match="order_grid"):
+        OrderTransformModule(cfg(), encoder=NoMap())
+    assert OrderTransformModule(cfg(order_grid=0), encoder=NoMap()).grid == 0
+
+
+def test_order_head_sees_every_frame_pair_in_position_order():
+    torch.manual_seed(0)
+    module = OrderTransformModule(cfg()).eval()
+    g = torch.randn(2, 4, 16)  # per-frame order features (B, n, h)
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    by_hand = torch.cat([module.pair_fc(torch.cat([g[:, i] - g[:, j], (g[:, i] - g[:, j]).abs()], dim=1))
+                         for i, j in pairs], dim=1)
+    with torch.no_grad():
+        assert torch.allclose(module._order_logits(g), module.order_head(by_hand), atol=1e-6)
+    flat = OrderTransformModule(cfg(order_pairs=False))
+    assert flat.order_head[0].in_features == 4 * 16 and not hasattr(flat, "pair_fc")

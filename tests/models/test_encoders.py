@@ -41,3 +41,27 @@ def test_video_encoder_by_name():
     with torch.no_grad():
         assert enc.eval()(torch.rand(2, 1, 2, 32, 32)).shape == (2, 1024)
     assert enc.out_dim == 1024
+
+
+def test_resnet2d_matches_torchvision_sizes_with_a_single_channel_stem():
+    from usssl.models.resnet2d import resnet2d
+
+    r18, r50 = resnet2d("resnet18"), resnet2d("resnet50")
+    # torchvision: ResNet-18 11,689,512 and ResNet-50 25,557,032 parameters with the RGB stem and
+    # the 1000-class fc; one input channel removes 2·64·7·7 stem weights, dropping fc removes
+    # 512·1000 + 1000 (ResNet-18) and 2048·1000 + 1000 (ResNet-50)
+    assert sum(p.numel() for p in r18.parameters()) == 11_689_512 - 2 * 64 * 49 - 513_000
+    assert sum(p.numel() for p in r50.parameters()) == 25_557_032 - 2 * 64 * 49 - 2_049_000
+    assert r18.stem[0].in_channels == 1 and (r18.out_dim, r50.out_dim) == (512, 2048)
+    with torch.no_grad():
+        assert r18.eval().feature_map(torch.rand(1, 1, 112, 112)).shape == (1, 512, 4, 4)  # output stride 32
+
+
+def test_resnet18_video_encoder_averages_frames():
+    enc = build_encoder(EncoderConfig(name="resnet18")).eval()
+    x = torch.rand(2, 1, 2, 64, 64)
+    with torch.no_grad():
+        out = enc(x)
+        per_frame = (enc(x[:, :, :1]) + enc(x[:, :, 1:])) / 2
+    assert out.shape == (2, 512) and enc.out_dim == 512
+    assert torch.allclose(out, per_frame, atol=1e-5)

@@ -9,6 +9,14 @@ Frames are integers, so Δ is drawn from the discrete form P(Δ = d) = (T − d)
 d = 0 … T−1. When L ≤ (n−1)·s (a video too short for one clip) T = L, the starts are independent
 uniforms and frame indices past the end repeat the last frame.
 
+Our departure for ultrasound (``max_gap``): the paper's videos are 10 s Kinetics clips of one
+action, an ultrasound scan is minutes long and shows a new anatomical plane every few seconds.
+Over a whole 40 s synthetic scan the mean gap is ~13 s and only 17% of the pairs show the same
+plane, so the two views share little but the subject's appearance — which the intensity jitter
+destroys — and the embedding collapses. ``max_gap`` caps Δ while keeping the paper's shape:
+P(Δ = d) ∝ G − d on d = 0 … G−1 with G = min(T, max_gap + 1); the first start stays uniform on
+[0, T − Δ). ``max_gap=None`` is the paper's sampler.
+
 Every item is drawn from ``np.random.default_rng([seed, epoch, index])``, so an epoch is
 reproducible and ``set_epoch`` (called by the training engine) gives new draws. Shards are drawn
 with probability proportional to their number of frames (every frame equally likely; the paper
@@ -28,6 +36,8 @@ from usssl.data.cache import Cache
 from usssl.data.datasets import _check_split
 from usssl.errors import DataError
 
+MAX_GAP_S = 2.0  # default cap on CVRL's clip gap in seconds (ours; CVRLConfig.max_gap_s)
+
 
 def interval_gap_probs(valid_starts: int) -> np.ndarray:
     """(T,) P(Δ = d) ∝ T − d for d = 0 … T−1 (sums to 1)."""
@@ -36,8 +46,11 @@ def interval_gap_probs(valid_starts: int) -> np.ndarray:
 
 
 def sample_interval_starts(n_frames: int, clip_frames: int, stride: int,
-                           rng: np.random.Generator) -> tuple[int, int]:
+                           rng: np.random.Generator, max_gap: int | None = None) -> tuple[int, int]:
     """Start frames (a, b) of CVRL's two clips in a video of ``n_frames`` frames.
+
+    Args:
+        max_gap: largest gap Δ in frames (ours; None: up to T − 1, the paper).
 
     Returns:
         the two start indices; clip k covers frames start_k + i·stride, i = 0 … clip_frames−1.
@@ -46,7 +59,8 @@ def sample_interval_starts(n_frames: int, clip_frames: int, stride: int,
     if n_frames <= span:  # too short for one clip: independent uniform starts
         return int(rng.integers(n_frames)), int(rng.integers(n_frames))
     valid = n_frames - span  # T
-    gap = int(rng.choice(valid, p=interval_gap_probs(valid)))  # Δ
+    support = valid if max_gap is None else min(valid, max_gap + 1)  # G
+    gap = int(rng.choice(support, p=interval_gap_probs(support)))  # Δ, P(Δ) ∝ G − Δ
     first = int(rng.integers(valid - gap))  # uniform on [0, T − Δ)
     pair = (first, first + gap)
     return pair[::-1] if rng.integers(2) else pair
@@ -102,19 +116,26 @@ class ClipPairDataset(_ClipSource):
         stride: temporal stride s between clip frames (CVRL: 2).
         pairs_per_epoch: items per epoch.
         seed: base of the per-item draws.
+        max_gap_s: largest gap between the two clip starts in seconds, converted with each shard's
+            fps (ours, see the module docstring; None: the whole recording, the paper).
 
     Items: ``video_a``, ``video_b`` (1, n, H, W) float in [0, 1]; ``start_a``, ``start_b``,
     ``subject``, ``index`` () long.
     """
 
     def __init__(self, cache: Cache, shard_ids: list[str], split: str | None = "train", clip_frames: int = 16,
-                 stride: int = 2, pairs_per_epoch: int = 2048, seed: int = 0) -> None:
+                 stride: int = 2, pairs_per_epoch: int = 2048, seed: int = 0,
+                 max_gap_s: float | None = MAX_GAP_S) -> None:
         super().__init__(cache, shard_ids, split, clip_frames, stride, pairs_per_epoch, seed)
+        if max_gap_s is not None and max_gap_s < 0:
+            raise ValueError(f"max_gap_s must be >= 0 or None, got {max_gap_s}")
+        self.max_gap_s = max_gap_s
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         shard = self._draw_shard(rng)
-        start_a, start_b = sample_interval_starts(len(shard), self.clip_frames, self.stride, rng)
+        max_gap = None if self.max_gap_s is None else int(round(self.max_gap_s * shard.fps))
+        start_a, start_b = sample_interval_starts(len(shard), self.clip_frames, self.stride, rng, max_gap)
         return {
             "video_a": self._clip(shard, start_a),
             "video_b": self._clip(shard, start_b),

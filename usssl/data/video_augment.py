@@ -7,6 +7,9 @@ saturation 0.8, hue 0.2), grayscale with probability 0.2 and a Gaussian blur (ke
 side, σ 0.1–2.0) with probability 0.5. On one-channel ultrasound, saturation, hue and the
 grayscale conversion do nothing; a gamma jitter takes their place (ours). The jitter is applied
 in the fixed order brightness → contrast → gamma (SimCLR shuffles it; the paper does not say).
+Its default strength is ±25% (ours, the ultrasound downstream protocol's range), not the paper's
+0.8: on dark B-mode frames a 0.8 jitter makes the two views of one clip differ more than two
+different clips, and CVRL's embedding collapses (``methods/configs.py: CVRLConfig``).
 Like ``ClipAugment`` (data/transforms.py) drawing (``randomize``) is separate from applying
 (``apply``), and a batch is processed at once, one draw per clip, on any device.
 
@@ -56,8 +59,8 @@ class ContrastiveClipAugment(torch.nn.Module):
     """
 
     def __init__(self, crop_area: tuple[float, float] = (0.3, 1.0), crop_aspect: tuple[float, float] = (0.5, 2.0),
-                 flip_p: float = 0.5, jitter_p: float = 0.8, brightness: float = 0.8, contrast: float = 0.8,
-                 gamma: float = 0.4, blur_p: float = 0.5, blur_sigma: tuple[float, float] = (0.1, 2.0),
+                 flip_p: float = 0.5, jitter_p: float = 0.8, brightness: float = 0.25, contrast: float = 0.25,
+                 gamma: float = 0.25, blur_p: float = 0.5, blur_sigma: tuple[float, float] = (0.1, 2.0),
                  reference_size: int = 224) -> None:
         super().__init__()
         for name, p in (("flip_p", flip_p), ("jitter_p", jitter_p), ("blur_p", blur_p)):

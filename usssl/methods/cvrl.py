@@ -8,6 +8,12 @@ consistent draw (``data/video_augment.py``), are encoded, projected by an MLP he
 together with NT-Xent (τ = 0.1) against every other clip of the **global** batch
 (``losses.nt_xent``, gathered across processes with gradients).
 
+Two departures for ultrasound, both defaults of ``CVRLConfig`` (``methods/configs.py``): the gap
+between the clips is capped at ``max_gap_s`` = 2 s (a scan shows a new plane every few seconds;
+Kinetics clips last 10 s) and the intensity jitter is ±25% instead of 0.8. With the paper's
+values on the synthetic corpus the two views share no anatomy the encoder can find, NT-Xent stays
+at ln(2B − 1) and the projections collapse onto one direction (``train/embedding_std`` ≈ 0.01–0.04).
+
     >>> module = CVRLModule(cfg.stage("pretrain"))
     >>> loss = module.training_step({"video_a": a, "video_b": b}, 0)     # (B, 1, n, H, W) each
 """
