@@ -129,13 +129,8 @@ def prepare_frames(path: Path, spec_input: dict) -> Prepared:
 
 def _reader(path: Path):
     """The ingest reader of ``path`` (by extension, or DICOM by its magic), or None."""
-    try:
-        from usssl.data.ingest_recording import reader_for
-    except ImportError:  # an ingest without extension-less DICOM support: extensions only
-        from usssl.data.ingest_recording import READERS, media_extension
+    from usssl.data.ingest_recording import reader_for
 
-        ext = media_extension(path)
-        return None if ext is None else READERS[ext]
     found = reader_for(path) if path.is_file() else None
     return None if found is None else found[1]
 

@@ -48,7 +48,7 @@ from usssl.data.ingest_recording import (  # noqa: F401 (REGION_SAMPLES, kept_fr
 from usssl.data.splits import split_subjects, subject_split, subject_strata
 from usssl.errors import CacheMismatchError, ConfigError, DataError
 from usssl.io.audio import AUDIO_EXTENSIONS, narration_file
-from usssl.io.dicom import dicom_subject_id, is_dicom_file
+from usssl.io.dicom import dicom_subject_id
 from usssl.io.tables import Tables, load_tables
 from usssl.io.video import relative_source
 from usssl.privacy.pseudonym import key_check, pseudonym, subject_key
@@ -76,11 +76,9 @@ def _is_recording(path: Path, extensions) -> bool:
     and the DICOM magic; a DICOMDIR index is not a recording."""
     if extensions is not None:
         return media_extension(path, extensions) is not None
-    if media_extension(path) is not None:
-        return True
     if path.name.lower() in NOT_RECORDINGS or media_extension(path, AUDIO_EXTENSIONS) is not None:
         return False
-    return is_dicom_file(path)
+    return reader_for(path) is not None
 
 
 def find_recordings(sources: list[Path], extensions=None) -> list[tuple[Path, Path]]:

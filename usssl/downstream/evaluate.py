@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from usssl.config import EvaluateConfig, PipelineConfig
 from usssl.data.cache import Cache
@@ -54,7 +53,7 @@ def by_recording(probs: np.ndarray, labels: np.ndarray, shards: list[str], subje
 
 def run_evaluate(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dict:
     """Score the models of ``finetune/manifest.json``; write and log the report (module docstring)."""
-    from usssl.downstream.metrics import bootstrap_ci, classification_scores
+    from usssl.downstream.metrics import bootstrap_ci, classification_scores, confusion_matrix
     from usssl.downstream.plane_detection import predict
     from usssl.downstream.report import confusion_plot, label_efficiency_plot, markdown_report
     from usssl.downstream.transfer import fold_plan, load_model
@@ -73,7 +72,7 @@ def run_evaluate(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: boo
     pooled: dict[tuple, list[pd.DataFrame]] = {}
     for entry in manifest:
         test = tests[entry["fold"]]
-        model = load_model(torch.load(entry["path"], map_location="cpu", weights_only=False))
+        model = load_model(entry["path"])
         probs = predict(model, test)
         labels, subjects = test.labels, test.subject_ids
         shards, frames = [s for s, _ in test.items], [f for _, f in test.items]
@@ -101,26 +100,23 @@ def run_evaluate(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: boo
         pooled.setdefault(key, []).append(frame)
         tracker.log_metrics({f"{entry['tag']}/{m}": scores[m] for m in ("precision", "recall", "f1", "accuracy")})
     results = pd.DataFrame(rows)
+    mean_f1 = results.groupby(KEYS)["f1"].mean()
+    plotted = {"all": list(pooled), "best": [mean_f1.idxmax()], "none": []}[ecfg.confusion_plots]
     intervals = []
     for key, frames in pooled.items():
         both = pd.concat(frames)
+        y, yhat = both["y"].to_numpy(), both["yhat"].to_numpy()
         row = dict(zip(KEYS, key))
         if ecfg.bootstrap:
-            ci = bootstrap_ci(both["y"].to_numpy(), both["yhat"].to_numpy(), both["subject"].to_numpy(),
-                              len(classes), n_boot=ecfg.bootstrap, seed=cfg.seed)
+            ci = bootstrap_ci(y, yhat, both["subject"].to_numpy(), len(classes), n_boot=ecfg.bootstrap, seed=cfg.seed)
             row.update({f"{m}_{end}": ci[m][i] for m in ci for i, end in enumerate(("lo", "hi"))})
         row["n_subjects"] = both["subject"].nunique()
         intervals.append(row)
-        cm = classification_scores(both["y"].to_numpy(), both["yhat"].to_numpy(), len(classes))["confusion"]
-        mean_f1 = results.groupby(KEYS)["f1"].mean()[key]
-        if ecfg.confusion_plots == "all":
-            confusion_plot(cm, classes, out / f"confusion_{_config_tag(key)}.png",
-                           f"{_config_tag(key)} — macro F1 {100 * mean_f1:.1f}% (all folds)")
-    if ecfg.confusion_plots == "best":
-        best = results.groupby(KEYS)["f1"].mean().idxmax()
-        both = pd.concat(pooled[best])
-        cm = classification_scores(both["y"].to_numpy(), both["yhat"].to_numpy(), len(classes))["confusion"]
-        confusion_plot(cm, classes, out / f"confusion_{_config_tag(best)}.png", f"{_config_tag(best)} (best)")
+        if key in plotted:  # counts summed over folds
+            title = (f"{_config_tag(key)} (best)" if ecfg.confusion_plots == "best" else
+                     f"{_config_tag(key)} — macro F1 {100 * mean_f1[key]:.1f}% (all folds)")
+            confusion_plot(confusion_matrix(y, yhat, len(classes)), classes,
+                           out / f"confusion_{_config_tag(key)}.png", title)
     intervals = pd.DataFrame(intervals)
     per_class = pd.DataFrame(per_class)
     results.to_csv(out / "results.csv", index=False)

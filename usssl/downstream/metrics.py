@@ -22,6 +22,32 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return cm
 
 
+def per_class_scores(cms: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1 and support of one or a stack of confusion matrices.
+
+    Args:
+        cms: (..., C, C) counts, rows = truth, columns = prediction.
+
+    Returns:
+        {"precision", "recall", "f1", "support"}, each (..., C); 0 where undefined.
+    """
+    tp = np.diagonal(cms, axis1=-2, axis2=-1).astype(np.float64)
+    support, predicted = cms.sum(axis=-1).astype(np.float64), cms.sum(axis=-2).astype(np.float64)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+
+
+def _macro(per_class: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Means of P, R, F1 over the classes present in the truth (support > 0), shape (...)."""
+    present = per_class["support"] > 0
+    n = present.sum(axis=-1)
+    return {k: np.where(n > 0, (per_class[k] * present).sum(axis=-1) / np.maximum(n, 1), 0.0)
+            for k in ("precision", "recall", "f1")}
+
+
 def scores_from_confusion(cm: np.ndarray) -> dict:
     """Macro precision / recall / F1 / accuracy and per-class arrays from a confusion matrix.
 
@@ -32,21 +58,12 @@ def scores_from_confusion(cm: np.ndarray) -> dict:
         dict with floats ``precision``, ``recall``, ``f1``, ``accuracy``, ``confusion`` (``cm``) and
         ``per_class`` (dict of (n_classes,) arrays ``precision``, ``recall``, ``f1``, ``support``).
     """
-    tp = np.diag(cm).astype(np.float64)
-    support = cm.sum(axis=1).astype(np.float64)
-    predicted = cm.sum(axis=0).astype(np.float64)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    present = support > 0
+    per_class = per_class_scores(cm)
     return {
-        "precision": float(precision[present].mean()) if present.any() else 0.0,
-        "recall": float(recall[present].mean()) if present.any() else 0.0,
-        "f1": float(f1[present].mean()) if present.any() else 0.0,
-        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
+        **{k: float(v) for k, v in _macro(per_class).items()},
+        "accuracy": float(np.trace(cm) / max(cm.sum(), 1)),
         "confusion": cm,
-        "per_class": {"precision": precision, "recall": recall, "f1": f1, "support": support},
+        "per_class": per_class,
     }
 
 
@@ -59,19 +76,6 @@ def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int
         n_classes: number of classes.
     """
     return scores_from_confusion(confusion_matrix(y_true, y_pred, n_classes))
-
-
-def _macro_from_confusions(cms: np.ndarray) -> np.ndarray:
-    """Vectorised macro P, R, F1 of a stack of confusion matrices: (R, C, C) -> (R, 3)."""
-    tp = np.diagonal(cms, axis1=1, axis2=2).astype(np.float64)  # (R, C)
-    support, predicted = cms.sum(axis=2).astype(np.float64), cms.sum(axis=1).astype(np.float64)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    present = support > 0
-    n = np.maximum(present.sum(axis=1), 1)
-    return np.stack([(m * present).sum(axis=1) / n for m in (precision, recall, f1)], axis=1)
 
 
 def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, subjects: np.ndarray, n_classes: int,
@@ -95,6 +99,6 @@ def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, subjects: np.ndarray, n
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=n_boot)  # (R, S) counts
     cms = np.einsum("rs,scd->rcd", draws, per_subject)
-    macro = _macro_from_confusions(cms)  # (R, 3)
-    lo, hi = np.quantile(macro, [(1 - level) / 2, 1 - (1 - level) / 2], axis=0)
-    return {k: (float(lo[i]), float(hi[i])) for i, k in enumerate(("precision", "recall", "f1"))}
+    macro = _macro(per_class_scores(cms))  # each (R,)
+    q = [(1 - level) / 2, 1 - (1 - level) / 2]
+    return {k: tuple(float(v) for v in np.quantile(m, q)) for k, m in macro.items()}

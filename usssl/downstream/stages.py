@@ -115,7 +115,7 @@ def run_export(cfg: PipelineConfig, xcfg: ExportConfig, tracker, resume: bool) -
     from usssl.downstream.transfer import load_model
 
     entry = choose_model(cfg, xcfg)
-    model = load_model(torch.load(entry["path"], map_location="cpu", weights_only=False))
+    model = load_model(entry["path"])
     saliency, clip = None, None
     sal_path = Path(cfg.output_dir) / "saliency" / entry["init"] / "saliency_model.pt"
     if xcfg.saliency and sal_path.is_file():

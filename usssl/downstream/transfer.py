@@ -9,7 +9,7 @@ Each fitted model is saved self-describing (``finetune/<tag>.pt``: state, protoc
 settings, classes), so ``evaluate`` and ``export`` rebuild it without the pipeline's config.
 
     >>> fold_plan(cfg, cfg.stage("finetune"), cache)       # [Fold(index=0, ...), ...]
-    >>> model = load_model(torch.load("runs/demo/finetune/video_speech-linear-0.1.pt"))
+    >>> model = load_model("runs/demo/finetune/video_speech-linear-0.1.pt")
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -94,30 +93,28 @@ def pretrained_encoder(cfg: PipelineConfig, name: str) -> tuple[nn.Module, Encod
     return encoder, enc_cfg, subjects
 
 
-def build_model(protocol: str, encoder: nn.Module, n_classes: int, fcfg: FinetuneConfig | None = None,
-                bank_size: int = 0) -> nn.Module:
-    """An untrained model of ``protocol`` around ``encoder`` (``bank_size`` for knn)."""
+def finetune_model(encoder: nn.Module, n_classes: int, fcfg: FinetuneConfig):
+    """An untrained ``PlaneClassifier`` of the ``finetune`` protocol around ``encoder``."""
+    from usssl.downstream.plane_detection import PlaneClassifier
+
+    return PlaneClassifier(encoder, n_classes, fcfg.optimizer, encoder_lr_scale=fcfg.encoder_lr_scale,
+                           augment=fcfg.augment)
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """Rebuild a fitted model from its ``finetune/<tag>.pt`` file (see ``run_finetune``), in eval mode."""
     from usssl.downstream.plane_detection import KNNClassifier, PlaneClassifier
-
-    if protocol == "knn":
-        k, t = (fcfg.knn_k, fcfg.knn_temperature) if fcfg else (20, 0.07)
-        return KNNClassifier(encoder, torch.zeros(bank_size, encoder.out_dim), torch.zeros(bank_size), n_classes, k, t)
-    if fcfg is None:
-        return PlaneClassifier(encoder, n_classes, freeze_encoder=protocol == "linear")
-    return PlaneClassifier(encoder, n_classes, fcfg.optimizer, freeze_encoder=protocol == "linear",
-                           encoder_lr_scale=fcfg.encoder_lr_scale, augment=fcfg.augment)
-
-
-def load_model(saved: dict[str, Any]) -> nn.Module:
-    """Rebuild a fitted model from a ``finetune/<tag>.pt`` dict (see ``run_finetune``)."""
     from usssl.models.encoders import build_encoder
 
+    saved = torch.load(path, map_location="cpu", weights_only=False)
     encoder = build_encoder(EncoderConfig(**saved["encoder_cfg"]))
-    bank = saved["model"].get("bank")
-    model = build_model(saved["protocol"], encoder, len(saved["classes"]),
-                        bank_size=0 if bank is None else bank.shape[0])
+    n_classes = len(saved["classes"])
     if saved["protocol"] == "knn":
-        model.k, model.temperature = saved["knn_k"], saved["knn_temperature"]
+        bank = saved["model"]["bank"]
+        model = KNNClassifier(encoder, torch.zeros_like(bank), torch.zeros(bank.shape[0]), n_classes,
+                              saved["knn_k"], saved["knn_temperature"])
+    else:
+        model = PlaneClassifier(encoder, n_classes, freeze_encoder=saved["protocol"] == "linear")
     model.load_state_dict(saved["model"])
     return model.eval()
 
@@ -147,7 +144,7 @@ def fit(cfg: PipelineConfig, fcfg: FinetuneConfig, protocol: str, encoder: nn.Mo
         return fit_linear_probe(encoder, subset, subset.labels, n_classes, epochs=fcfg.linear_epochs, seed=cfg.seed)
     if protocol == "knn":
         return fit_knn(encoder, subset, subset.labels, n_classes, fcfg.knn_k, fcfg.knn_temperature)
-    model = build_model("finetune", encoder, n_classes, fcfg)
+    model = finetune_model(encoder, n_classes, fcfg)
     _fit_finetune(cfg, fcfg, model, subset, _background(classes), tracker, tag)
     return model
 
@@ -167,7 +164,7 @@ def supervised_encoder(cfg: PipelineConfig, fcfg: FinetuneConfig, fold: Fold, ca
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     train = fold.frames(cache, "train", fcfg.frame_stride)
-    model = build_model("finetune", encoder, len(cache.classes), fcfg)
+    model = finetune_model(encoder, len(cache.classes), fcfg)
     _fit_finetune(cfg, fcfg, model, train, _background(cache.classes), tracker, f"supervised-fold{fold.index}")
     _save({"encoder": model.encoder.state_dict(), "encoder_cfg": enc_cfg.model_dump()}, path)
     return model.encoder
@@ -193,27 +190,23 @@ def run_finetune(cfg: PipelineConfig, fcfg: FinetuneConfig, tracker, resume: boo
     folds = fold_plan(cfg, fcfg, cache)
     inits = init_names(cfg, fcfg)
     manifest = []
+    pretrained = {init: pretrained_encoder(cfg, init) for init in inits if init not in ("random", "supervised")}
+    # init -> encoder state to start from (None: a fresh, seeded random encoder); loaded once
+    weights: dict[str, dict | None] = {"random": None, **{i: e.state_dict() for i, (e, _, _) in pretrained.items()}}
     for fold in folds:
         full = fold.frames(cache, "train", fcfg.frame_stride)
-        supervised = None  # the reference encoder's weights, trained once per fold
         log.info("fold %d: %d training subjects, %d test subjects, %d labelled training frames",
                  fold.index, len(fold.train_subjects), len(fold.test_subjects), len(full))
+        if "supervised" in inits:  # the reference encoder, trained once per fold
+            weights["supervised"] = supervised_encoder(cfg, fcfg, fold, cache, tracker, out, resume).state_dict()
         for init in inits:
+            enc_cfg, seen = pretrained[init][1:] if init in pretrained else (random_encoder_config(cfg), [])
             for protocol in fcfg.protocols:
                 for frac in sorted(fcfg.label_fractions):
                     L.seed_everything(cfg.seed, workers=True, verbose=False)
-                    seen: list[str] = []
-                    if init == "random":
-                        enc_cfg = random_encoder_config(cfg)
-                        encoder = build_encoder(enc_cfg)
-                    elif init == "supervised":
-                        if supervised is None:
-                            supervised = supervised_encoder(cfg, fcfg, fold, cache, tracker, out, resume).state_dict()
-                        enc_cfg = random_encoder_config(cfg)
-                        encoder = build_encoder(enc_cfg)
-                        encoder.load_state_dict(supervised)
-                    else:
-                        encoder, enc_cfg, seen = pretrained_encoder(cfg, init)
+                    encoder = build_encoder(enc_cfg)
+                    if weights[init] is not None:
+                        encoder.load_state_dict(weights[init])
                     tag = f"{init}-{protocol}-{frac:g}" + ("" if fold.from_split else f"-fold{fold.index}")
                     path = out / f"{tag}.pt"
                     idx = label_fraction_indices(full.labels, frac, seed=cfg.seed)
