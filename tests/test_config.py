@@ -117,3 +117,14 @@ def test_several_pretrain_stages_need_names_and_inits_must_exist(tmp_path):
         PipelineConfig.model_validate({"stages": [pre, {"finetune": {"inits": ["simclr"]}}]})
     with pytest.raises(ValueError, match="exclude_fold"):
         PipelineConfig.model_validate({"stages": [{"pretrain": {"exclude_fold": 1}}, {"finetune": {}}]})
+
+
+def test_speech_vad_choice_is_validated():
+    from usssl.config import SpeechConfig
+    from usssl.data.datasets import AudioVisualDataset
+
+    assert SpeechConfig().vad == "energy" and SpeechConfig(vad="silero").vad == "silero"
+    with pytest.raises(Exception, match="vad"):
+        SpeechConfig(vad="webrtc")
+    with pytest.raises(ValueError, match="vad must be"):
+        AudioVisualDataset(None, [], split=None, vad="webrtc")

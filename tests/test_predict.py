@@ -22,8 +22,11 @@ from usssl.downstream.export import PreprocessingSpec, export_model
 from usssl.downstream.plane_detection import PlaneClassifier
 from usssl.errors import ConfigError
 from usssl.models.encoders import build_encoder
-from usssl.predict import (add_parser, clip_indices, cmd_predict, map_to_source, predict_files,
-                           prepare_frames)  # fmt: skip
+from usssl.cli import add_predict_parser as add_parser
+from usssl.cli import cmd_predict
+from usssl.data.clips import anchored_clip_indices as clip_indices
+from usssl.downstream.predict import predict_files, prepare_frames
+from usssl.downstream.predict_outputs import map_to_source
 from usssl.privacy.region import map_points
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -136,7 +139,7 @@ def test_synthetic_mp4_outputs(mp4_run):
 
 def test_peak_is_mapped_to_source_pixels(model_dir, mp4, tmp_path, monkeypatch):
     """A saliency model that always peaks at map pixel (x=24, y=8) gives that pixel's source centre."""
-    import usssl.predict as predict
+    import usssl.downstream.predict as predict
 
     real = predict.run_models
 
@@ -205,7 +208,7 @@ def test_parser_help_and_validation():
 
 def test_import_stays_light():
     heavy = ("torch", "lightning", "mlflow", "cv2")
-    code = f"import sys, usssl.predict; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    code = f"import sys, usssl.cli, usssl.downstream.predict; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from usssl.data import cache as cache_io
+from usssl.engine.files import write_json_atomic
 from usssl.data.cache import Cache, ShardWriter
 from usssl.errors import DataError
 
@@ -38,11 +39,11 @@ def _write_cache(root, shards: dict[str, tuple[str, str]]) -> dict[str, tuple]:
                                    "n_labelled": int((labels >= 0).sum())})  # fmt: skip
         rows.append({**info, "split": split})
         written[shard_id] = (frames, labels, gaze, flags, audio if k else None)
-    cache_io.write_json(root / "cache.json", {"classes": ["background", "4ch"], "audio_rate": 1500})
+    write_json_atomic(root / "cache.json", {"classes": ["background", "4ch"], "audio_rate": 1500})
     splits = {"train": [], "val": [], "test": []}
     for subject, split in shards.values():
         splits[split].append(subject)
-    cache_io.write_json(root / "splits.json", splits)
+    write_json_atomic(root / "splits.json", splits)
     cache_io.write_index(root, pd.DataFrame(rows))
     return written
 
@@ -122,7 +123,7 @@ def test_fewer_frames_than_capacity_and_abort(tmp_path):
 def test_not_a_cache(tmp_path):
     with pytest.raises(DataError, match="not a usssl cache"):
         Cache(tmp_path)
-    cache_io.write_json(tmp_path / "cache.json", {})
+    write_json_atomic(tmp_path / "cache.json", {})
     with pytest.raises(DataError, match="did not finish"):
         Cache(tmp_path)
 

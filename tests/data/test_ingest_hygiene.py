@@ -23,7 +23,7 @@ from test_region import MARKER_X, MARKER_Y, with_marker  # noqa: E402
 from usssl.config import IngestConfig  # noqa: E402
 from usssl.data.cache import FLAG_DOPPLER, Cache  # noqa: E402
 from usssl.data.ingest import REGION_SAMPLES, ingest, kept_frames  # noqa: E402
-from usssl.data.ingest_recording import BURNED_IN_REFUSED, imaging_geometry  # noqa: E402
+from usssl.data.frames import BURNED_IN_REFUSED, imaging_geometry  # noqa: E402
 from usssl.errors import DataError  # noqa: E402
 from usssl.io.dicom import read_dicom  # noqa: E402
 from usssl.io.video import read_video  # noqa: E402

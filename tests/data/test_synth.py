@@ -16,7 +16,7 @@ import pytest
 
 from usssl.data.synth import PLANES, fan_geometry, generate, render_scan
 from usssl.errors import ConfigError, DataError
-from usssl.speech import voice as voice_mod
+from usssl.data.synth import voice as voice_mod
 
 SEED = 3
 SUBJECTS = 3

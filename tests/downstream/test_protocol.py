@@ -89,7 +89,7 @@ def test_bootstrap_interval_over_subjects():
 
 
 def test_recording_level_pools_frame_probabilities():
-    from usssl.downstream.evaluate import by_recording
+    from usssl.stages.evaluate import by_recording
 
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4], [0.6, 0.4]])
     labels = np.array([0, 1, 1, 1, 1])

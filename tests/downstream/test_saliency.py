@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from torch import nn
 
 from usssl.config import EncoderConfig, IngestConfig
-from usssl.data.cache import INDEX_COLUMNS, Cache, ShardWriter, write_index, write_json
+from usssl.data.cache import INDEX_COLUMNS, Cache, ShardWriter, write_index
+from usssl.engine.files import write_json_atomic as write_json
 from usssl.downstream.saliency import (CentreBias, SaliencyConfig, SaliencyDataset, SaliencyModel,
                                        UniformSaliency, evaluate_saliency, fit_centre_bias, kl_loss,
                                        run_saliency, shard_sigma, train_saliency)

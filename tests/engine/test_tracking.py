@@ -155,7 +155,7 @@ def test_data_paths_are_redacted_from_params():
 def test_rank_from_launcher_environment(monkeypatch):
     from usssl.config import PipelineConfig
     from usssl.engine.tracking import Tracker
-    from usssl.methods.distributed import launcher_rank, rank
+    from usssl.engine.distributed import launcher_rank, rank
 
     monkeypatch.setenv("RANK", "3")
     assert launcher_rank() == 3 and rank() == 0  # the loss offset never trusts the environment

@@ -78,7 +78,8 @@ def test_volumes_and_junk_are_data_errors(tmp_path):
 def test_ingest_reads_nifti_with_its_labels(tmp_path, monkeypatch):
     from usssl.config import IngestConfig
     from usssl.data.cache import Cache
-    from usssl.data.ingest import ingest, recording_stem
+    from usssl.data.ingest import ingest
+    from usssl.io.registry import recording_stem
 
     monkeypatch.setenv("USSSL_SUBJECT_KEY", "nifti-key")
     src = tmp_path / "src"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from usssl.data.ingest_recording import READERS
+from usssl.io.registry import READERS
 from usssl.errors import DataError
 from usssl.io.tables import load_tables, strip_extension
 

@@ -5,9 +5,9 @@ import torch
 from pydantic import Field
 
 from usssl.config import PretrainConfig
-from usssl.data.video_augment import (ContrastiveAugmentParams, ContrastiveClipAugment, gaussian_blur_clips,
+from usssl.data.augment import (ContrastiveAugmentParams, ContrastiveClipAugment, gaussian_blur_clips,
                                       jitter_intensity)
-from usssl.methods.configs import CVRLConfig
+from usssl.config.methods import CVRLConfig
 from usssl.methods.cvrl import CVRLModule
 from usssl.models.video3d import build_video3d
 
@@ -103,7 +103,7 @@ def test_capped_gap_keeps_the_linearly_decreasing_density_below_the_cap():
     import numpy as np
     from scipy.stats import chisquare
 
-    from usssl.data.samplers import sample_interval_starts
+    from usssl.data.clips import sample_interval_starts
 
     rng = np.random.default_rng(7)
     n_frames, n, stride, max_gap = 40, 4, 2, 9  # T = 34 valid starts, G = min(T, 9 + 1) = 10
@@ -125,8 +125,9 @@ def test_pair_dataset_caps_the_gap_in_seconds_with_the_shard_fps(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from usssl.data.cache import INDEX_COLUMNS, Cache, ShardWriter, write_index, write_json
-    from usssl.data.samplers import MAX_GAP_S, ClipPairDataset
+    from usssl.data.cache import INDEX_COLUMNS, Cache, ShardWriter, write_index
+    from usssl.engine.files import write_json_atomic as write_json
+    from usssl.data.clips import MAX_GAP_S, ClipPairDataset
 
     writer = ShardWriter(tmp_path, "s0", capacity=200, size=(4, 4))
     writer.append(np.zeros((200, 4, 4), np.uint8))

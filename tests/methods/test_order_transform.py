@@ -6,7 +6,7 @@ from pydantic import Field
 
 from usssl.config import PretrainConfig
 from usssl.errors import ConfigError, DataError
-from usssl.methods.configs import OrderTransformConfig
+from usssl.config.methods import OrderTransformConfig
 from usssl.methods.order import sample_orders
 from usssl.methods.order_transform import OrderTransformModule
 from usssl.models.video3d import build_video3d

@@ -33,15 +33,14 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from usssl.engine.files import replace_atomic
 from usssl.errors import DataError
 
 CACHE_FORMAT = 2  # 2: static pixels inside the region blanked, Doppler flag, spacing_mm columns
@@ -60,26 +59,14 @@ SETTINGS_FILE, INDEX_FILE, SPLITS_FILE, REPORT_FILE = (
 
 
 # ----------------------------------------------------------------------------- writing
-def _replace_atomic(path: Path, write) -> None:
-    # a name of its own: machines of a sharded ingest may write the same file at the same time
-    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:12]}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    _replace_atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
-
-
 def write_index(root: Path, index: pd.DataFrame) -> None:
     """Write ``index.parquet`` atomically (columns ``INDEX_COLUMNS``, in that order; missing
     ``OPTIONAL_COLUMNS`` are filled with their default)."""
-    index = _with_optional(index)
-    _replace_atomic(Path(root) / INDEX_FILE, lambda tmp: index[INDEX_COLUMNS].to_parquet(tmp, index=False))
+    index = with_optional_columns(index)
+    replace_atomic(Path(root) / INDEX_FILE, lambda tmp: index[INDEX_COLUMNS].to_parquet(tmp, index=False))
 
 
-def _with_optional(index: pd.DataFrame) -> pd.DataFrame:
+def with_optional_columns(index: pd.DataFrame) -> pd.DataFrame:
     missing = {k: v for k, v in OPTIONAL_COLUMNS.items() if k not in index.columns}
     return index.assign(**missing) if missing else index
 
@@ -88,7 +75,7 @@ def write_report(root: Path, report: pd.DataFrame, name: str = REPORT_FILE) -> P
     """Write the rows of ``report`` (``REPORT_COLUMNS``) to ``root/name`` atomically; returns the path."""
     path = Path(root) / name
     report = report[REPORT_COLUMNS].astype({"frames": "Int64", "cached_frames": "Int64"})
-    _replace_atomic(path, lambda tmp: report.to_csv(tmp, index=False))
+    replace_atomic(path, lambda tmp: report.to_csv(tmp, index=False))
     return path
 
 
@@ -248,7 +235,7 @@ class Cache:
     @cached_property
     def index(self) -> pd.DataFrame:
         """One row per recording, columns ``INDEX_COLUMNS``."""
-        return _with_optional(pd.read_parquet(self.root / INDEX_FILE))
+        return with_optional_columns(pd.read_parquet(self.root / INDEX_FILE))
 
     @cached_property
     def splits(self) -> dict[str, list[str]]:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from usssl.data import cache as cache_io
+from usssl.engine.files import replace_atomic
 
 FREE_TEXT = """## To fill in by the data manager
 
@@ -71,7 +72,7 @@ def data_card(root: str | Path) -> str:
     """The Markdown card of the cache at ``root`` (see the module docstring)."""
     root = Path(root)
     settings = json.loads((root / cache_io.SETTINGS_FILE).read_text())
-    index = cache_io._with_optional(pd.read_parquet(root / cache_io.INDEX_FILE))
+    index = cache_io.with_optional_columns(pd.read_parquet(root / cache_io.INDEX_FILE))
     shards = index["shard"].tolist()
     infos = _shard_infos(root, shards)
     report = root / cache_io.REPORT_FILE
@@ -157,5 +158,5 @@ def write_data_card(root: str | Path) -> Path:
     """Write ``root/DATA_CARD.md`` atomically; returns its path."""
     path = Path(root) / cache_io.DATA_CARD_FILE
     text = data_card(root)
-    cache_io._replace_atomic(path, lambda tmp: tmp.write_text(text))
+    replace_atomic(path, lambda tmp: tmp.write_text(text))
     return path

@@ -19,22 +19,10 @@ import torch
 from torch.utils.data import Dataset
 
 from usssl.data.cache import Cache
+from usssl.data.splits import require_split
 from usssl.errors import DataError
 from usssl.speech.affinity import interval_affinity
 from usssl.speech.vad import energy_vad
-
-
-def _check_split(cache: Cache, shard_ids: list[str], split: str | None) -> None:
-    """Refuse shards whose subject is not in ``split`` (None allows every shard)."""
-    if split is None:
-        return
-    allowed = set(cache.shard_ids(split))
-    outside = [s for s in shard_ids if s not in allowed]
-    if outside:
-        raise DataError(
-            f"{len(outside)} shard(s) are not in the '{split}' split (e.g. {outside[0]}); "
-            "pretraining and fine-tuning must read only training subjects"
-        )
 
 
 @dataclass
@@ -94,9 +82,12 @@ class AudioVisualDataset(Dataset):
         seed: int = 0,
         order_frames: int = 0,
         order_stride: int = 4,
+        vad: str = "energy",
     ) -> None:
-        _check_split(cache, shard_ids, split)
-        self.order_frames, self.order_stride = order_frames, order_stride
+        require_split(cache, shard_ids, split)
+        if vad not in ("energy", "silero"):
+            raise ValueError(f"vad must be 'energy' or 'silero', got {vad!r}")
+        self.order_frames, self.order_stride, self.vad = order_frames, order_stride, vad
         if hard_negative_range < 2:
             raise ValueError("hard_negative_range D must be >= 2 (0 < δ < D)")
         self.cache = cache
@@ -131,7 +122,12 @@ class AudioVisualDataset(Dataset):
         shard = self.cache.shard(shard_id)
         if shard.audio is None:
             return None
-        vad = energy_vad(np.asarray(shard.audio), self.rate)  # (n_10ms,)
+        if self.vad == "silero":
+            from usssl.speech.silero import silero_vad  # the model ships inside the silero-vad wheel
+
+            vad = silero_vad(np.asarray(shard.audio), self.rate)  # (n_10ms,), the energy VAD's grid
+        else:
+            vad = energy_vad(np.asarray(shard.audio), self.rate)  # (n_10ms,)
         if not len(vad):
             return None
         n = len(shard.frames)
@@ -224,7 +220,7 @@ class FrameDataset(Dataset):
         stride: int = 1,
         indices: np.ndarray | None = None,
     ) -> None:
-        _check_split(cache, shard_ids, split)
+        require_split(cache, shard_ids, split)
         self.cache = cache
         items, labels, subjects = [], [], []
         for shard_id in shard_ids:

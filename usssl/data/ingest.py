@@ -24,15 +24,9 @@ after its last keyframe (a short clip switching mode mid-way) is read grey, with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import multiprocessing
-import os
 import shutil
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -42,16 +36,16 @@ import pandas as pd
 
 from usssl.config import IngestConfig, SplitConfig
 from usssl.data import cache as cache_io
+from usssl.engine.files import replace_atomic, write_json_atomic
 from usssl.data.datacard import write_data_card
-from usssl.data.ingest_recording import (  # noqa: F401 (REGION_SAMPLES, kept_frames: public API)
-    READERS, REGION_SAMPLES, ingest_one, kept_frames, media_extension, reader_for, recording_stem, result_row)
+from usssl.data.frames import REGION_SAMPLES, kept_frames  # noqa: F401 (public API of ingest)
+from usssl.data.ingest_job import input_digest, lone_audio_rows, make_jobs, result_row, run_jobs  # noqa: F401
+from usssl.io.registry import READERS, media_extension, reader_for
 from usssl.data.splits import split_subjects, subject_split, subject_strata
 from usssl.errors import CacheMismatchError, ConfigError, DataError
-from usssl.io.audio import AUDIO_EXTENSIONS, narration_file
-from usssl.io.dicom import dicom_subject_id
-from usssl.io.tables import Tables, load_tables
-from usssl.io.video import relative_source
-from usssl.privacy.pseudonym import key_check, pseudonym, subject_key
+from usssl.io.audio import AUDIO_EXTENSIONS
+from usssl.io.tables import load_tables
+from usssl.privacy.pseudonym import key_check, subject_key
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +152,7 @@ def _prepare_out(out: Path, settings: dict, overwrite: bool, sharded: bool = Fal
         for tmp in (out / "shards").glob(".tmp-*"):  # partial shards of a killed run
             shutil.rmtree(tmp, ignore_errors=True)
     if settings is not None:
-        cache_io.write_json(path, settings)
+        write_json_atomic(path, settings)
 
 
 def _part_of_a_cache(name: str) -> bool:
@@ -215,8 +209,8 @@ def ingest(
     tables = load_tables([Path(s) for s in sources], labels_csv, gaze_csv, subjects_csv, frozenset(READERS))
     key = subject_key()
     _prepare_out(out, cache_settings(cfg, tables.classes, key), cfg.overwrite, sharded=part is not None)
-    jobs = sorted(_make_jobs(files, tables, key, out, cfg), key=lambda j: (j["source"], j["path"]))
-    results = _lone_audio(audio_files, jobs)[k - 1 :: n]
+    jobs = sorted(make_jobs(files, tables, key, out, cfg), key=lambda j: (j["source"], j["path"]))
+    results = lone_audio_rows(audio_files, jobs)[k - 1 :: n]
     todo = []
     for job in jobs[k - 1 :: n]:
         info = cache_io.shard_info(out, job["shard"])
@@ -224,7 +218,7 @@ def ingest(
             results.append(result_row(job, "ok", "already cached", info))
         else:
             todo.append(job)
-    results += _run(todo, cfg.workers, progress)
+    results += run_jobs(todo, cfg.workers, progress)
     report, index = _report(results), _index(results)
     if part is None:
         return _finish(out, cfg.split, report, index)
@@ -232,7 +226,7 @@ def ingest(
     parts.mkdir(exist_ok=True)
     index_name, report_name = cache_io.part_names(k, n)
     report_path = cache_io.write_report(parts, report, report_name)
-    cache_io._replace_atomic(parts / index_name, lambda tmp: index.to_parquet(tmp, index=False))
+    replace_atomic(parts / index_name, lambda tmp: index.to_parquet(tmp, index=False))
     summary = _summary(out, report, index, report_path)
     log.info("part %d/%d: %d recording(s) ingested, %d not; merge with `usssl ingest --merge %s` once "
              "every part is done", k, n, summary.n_ok, summary.n_skipped, out)  # fmt: skip
@@ -287,93 +281,6 @@ def merge_parts(out: Path) -> IngestSummary:
     return _finish(out, SplitConfig.model_validate(settings.get("split", {})), report, index)
 
 
-def _lone_audio(audio_files: list[tuple[Path, Path]], jobs: list[dict]) -> list[dict]:
-    """Report rows for WAV/FLAC files that are nobody's narration (audio alone is not a shard)."""
-    used = {str(Path(job["narration"]).resolve()) for job in jobs if job["narration"]}
-    rows = []
-    for path, root in audio_files:
-        if str(path.resolve()) not in used:
-            job = {"source": relative_source(path, root), "shard": ""}
-            rows.append(result_row(job, "skipped", "audio-only file: not a recording (no frames); a WAV/FLAC "
-                                "with the same name as a video, DICOM or NIfTI file beside it is used as "
-                                "that recording's narration", None))  # fmt: skip
-    return rows
-
-
-def _make_jobs(files: list[tuple[Path, Path]], tables: Tables, key: bytes, out: Path,
-               cfg: IngestConfig) -> list[dict]:  # fmt: skip
-    """One plain (picklable) dict per recording for the worker processes."""
-    sources = [relative_source(path, root) for path, root in files]
-    clashes = {s for s in sources if sources.count(s) > 1}
-    jobs, unnamed = [], 0
-    for (path, root), source in zip(files, sources):
-        stem = recording_stem(path)
-        found = reader_for(path)
-        fmt = found[0] if found is not None else "unknown"
-        patient_id = tables.subjects.get(stem)
-        if patient_id is None and fmt == "dicom":
-            patient_id = dicom_subject_id(path)  # PatientID, else StudyInstanceUID; hashed below
-        unnamed += patient_id is None
-        subject = pseudonym(patient_id if patient_id is not None else stem, key, kind="subject")
-        shard_key = str(path.resolve()) if source in clashes else source
-        job = {"path": str(path), "root": str(root), "source": source, "out": str(out),
-               "shard": pseudonym(shard_key, key, kind="shard"), "subject": subject,
-               "size": tuple(cfg.size), "fps": cfg.fps, "audio": cfg.audio,
-               "audio_rate": cfg.audio_rate, "crop": cfg.crop,
-               "drop_frozen": bool(getattr(cfg, "drop_frozen", False)),
-               "drop_doppler": bool(getattr(cfg, "drop_doppler", False)),
-               "narration": _narration(path, stem, root), "format": fmt,
-               "labels": tables.labels.get(stem), "gaze": tables.gaze.get(stem)}  # fmt: skip
-        job["input_digest"] = input_digest(job)
-        jobs.append(job)
-    if unnamed and tables.subjects:
-        log.warning("%d recording(s) have no row in subjects.csv: each is its own subject", unnamed)
-    return jobs
-
-
-def _narration(path: Path, stem: str, root: Path) -> str | None:
-    """The same-named WAV/FLAC beside ``path`` (as a path string), or None."""
-    found = narration_file(path.parent, stem)
-    return str(found) if found is not None else None
-
-
-
-
-@contextmanager
-def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
-    if not enabled or total == 0:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress("ingest", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
-        task = bar.add_task("ingest", total=total)
-        yield lambda: bar.advance(task)
-
-
-def _run(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
-    """``ingest_one`` over ``jobs``, in worker processes ("spawn") when workers > 1."""
-    results = []
-    with _progress_bar(progress, len(jobs)) as advance:
-        if workers == 1 or len(jobs) <= 1:
-            for job in jobs:
-                results.append(ingest_one(job))
-                advance()
-            return results
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-            futures = {pool.submit(ingest_one, job): job for job in jobs}
-            for future in as_completed(futures):
-                try:
-                    results.append(future.result())
-                except Exception as exc:  # the worker process died (e.g. a crash inside FFmpeg)
-                    reason = (f"worker process failed ({exc!r}); if every file failed so, use "
-                              "workers: 1 or start your script under if __name__ == '__main__'")  # fmt: skip
-                    results.append(result_row(futures[future], "failed", reason, None))
-                advance()
-    return results
-
-
 def _report(results: list[dict]) -> pd.DataFrame:
     """The report rows (``cache.REPORT_COLUMNS``), sorted by source."""
     columns = cache_io.REPORT_COLUMNS
@@ -409,7 +316,7 @@ def _finish(out: Path, split: SplitConfig, report: pd.DataFrame, index: pd.DataF
     splits = split_subjects(index["subject"].tolist(), split, subject_strata(labels, classes))  # stratified by label
     index = index.assign(split=index["subject"].map(subject_split(splits)))
     index = index.sort_values("shard").reset_index(drop=True)
-    cache_io.write_json(out / cache_io.SPLITS_FILE, splits)
+    write_json_atomic(out / cache_io.SPLITS_FILE, splits)
     cache_io.write_index(out, index)
     write_data_card(out)
     listed = set(index["shard"])
@@ -422,17 +329,3 @@ def _finish(out: Path, split: SplitConfig, report: pd.DataFrame, index: pd.DataF
         log.warning("%d of %d input(s) not ingested (%d failed); reasons in %s", summary.n_skipped,
                     len(report), summary.n_failed, report_path)  # fmt: skip
     return summary
-
-
-def input_digest(job: dict) -> str:
-    """What a shard was made from (file size and time, subject, labels, gaze, narration file), for
-    resuming."""
-    stat = os.stat(job["path"])
-    h = hashlib.sha256(json.dumps([job["source"], job["subject"], stat.st_size, stat.st_mtime_ns]).encode())
-    if job.get("narration"):
-        side = os.stat(job["narration"])
-        h.update(json.dumps(["narration", side.st_size, side.st_mtime_ns]).encode())
-    for table in (job["labels"], job["gaze"]):
-        for array in table or ():
-            h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()

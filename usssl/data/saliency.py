@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 
 from usssl.config import SaliencyConfig
 from usssl.data.cache import Cache, shard_info
-from usssl.data.datasets import _check_split
-from usssl.downstream.saliency_metrics import fixation_map, gaze_fixations, sigma_from_visual_angle
+from usssl.data.splits import require_split
+from usssl.data.fixations import fixation_map, gaze_fixations, sigma_from_visual_angle
 from usssl.errors import DataError
 
 
@@ -59,7 +59,7 @@ class SaliencyDataset(Dataset):
     def __init__(self, cache: Cache, shard_ids: list[str], sigma: float | dict[str, tuple[float, float]] = 2.0,
                  split: str | None = None, window_frames: int = 2, frame_stride: int = 1,
                  clip_frames: int = 1) -> None:
-        _check_split(cache, shard_ids, split)
+        require_split(cache, shard_ids, split)
         self.cache, self.k, self.clip_frames = cache, window_frames, clip_frames
         self.sigma = sigma if isinstance(sigma, dict) else {s: (float(sigma), float(sigma)) for s in shard_ids}
         self.subjects = sorted({cache.shard(s).subject for s in shard_ids})

@@ -163,9 +163,9 @@ def cache_folds(cache, k: int, seed: int = 0) -> list[list[str]]:
             return folds
         log.warning("%s does not match the cache's subjects (re-ingested?); recomputing the folds", path.name)
     folds = kfold_subjects(subjects, k, seed, cache_strata(cache))
-    from usssl.data.cache import write_json
+    from usssl.engine.files import write_json_atomic
 
-    write_json(path, {"k": k, "seed": seed, "folds": folds})
+    write_json_atomic(path, {"k": k, "seed": seed, "folds": folds})
     return folds
 
 
@@ -185,3 +185,20 @@ def shards_of(cache, subjects: list[str]) -> list[str]:
     wanted = set(subjects)
     index = cache.index
     return index.loc[index["subject"].astype(str).isin(wanted), "shard"].tolist()
+
+
+def require_split(cache, shard_ids: list[str], split: str | None) -> None:
+    """Refuse shards whose subject is not in ``split`` of ``cache`` (None allows every shard).
+
+    Raises:
+        DataError: some of ``shard_ids`` belong to subjects outside the split.
+    """
+    if split is None:
+        return
+    allowed = set(cache.shard_ids(split))
+    outside = [s for s in shard_ids if s not in allowed]
+    if outside:
+        raise DataError(
+            f"{len(outside)} shard(s) are not in the '{split}' split (e.g. {outside[0]}); "
+            "pretraining and fine-tuning must read only training subjects"
+        )

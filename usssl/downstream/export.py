@@ -22,7 +22,6 @@ in eval mode (batch norm uses its running statistics) with the batch dimension s
 from __future__ import annotations
 
 import json
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,6 +32,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from usssl.engine.files import replace_atomic, write_text_atomic
 from usssl.errors import DataError
 
 FORMAT = "usssl-export"
@@ -148,7 +148,7 @@ class PreprocessingSpec:
                 "crop": crop,
                 "crop_method": CROP_DESCRIPTION["box" if not isinstance(self.crop, str) else self.crop],
                 "resize": "OpenCV INTER_AREA from the crop to (height, width)",
-                "reference_implementation": "usssl.predict.prepare_frames (same functions as usssl ingest)",
+                "reference_implementation": "usssl.downstream.predict.prepare_frames (same functions as usssl ingest)",
             },
             "models": models,
             "provenance": {"pipeline": self.pipeline, "init": self.init, "protocol": self.protocol,
@@ -196,7 +196,7 @@ def export_model(classifier: nn.Module, out_dir: str | Path, spec: Preprocessing
             saliency_shape = ["B", *map_shape[1:]]
         elif (out / SALIENCY_FILE).exists():
             (out / SALIENCY_FILE).unlink()  # a stale map model from an earlier export must not be picked up
-    _write_atomic(out / SPEC_FILE, json.dumps(spec.to_json(["B", logits_shape[1]], saliency_shape), indent=2))
+    write_text_atomic(out / SPEC_FILE, json.dumps(spec.to_json(["B", logits_shape[1]], saliency_shape), indent=2))
     return out
 
 
@@ -227,15 +227,7 @@ def _export_one(module: nn.Module, example: torch.Tensor, path: Path, atol: floa
     if got.shape != expected.shape or not torch.allclose(got, expected, atol=atol, rtol=0):
         raise RuntimeError(f"{path.name}: the exported program differs from the eager model "
                            f"(max |diff| {(got - expected).abs().max().item():.3g})")  # fmt: skip
-    tmp = path.with_suffix(".tmp.pt2")  # torch.export.save wants the .pt2 ending
-    torch.export.save(program, tmp)
-    os.replace(tmp, path)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    replace_atomic(path, lambda tmp: torch.export.save(program, tmp))  # the temporary name keeps .pt2
 
 
 def _version(package: str) -> str | None:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from usssl.data.transforms import ClipAugment
+from usssl.data.augment import ClipAugment
 from usssl.engine.optim import configure_optimization
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -33,66 +32,13 @@ from usssl.config import SaliencyConfig
 from usssl.data.cache import Cache
 from usssl.data.saliency import SaliencyDataset, shard_sigma  # noqa: F401  (re-exported)
 from usssl.downstream.saliency_metrics import kl_div, saliency_scores
+from usssl.models.saliency import SaliencyModel  # noqa: F401  (re-exported)
 from usssl.errors import DataError
 
 log = logging.getLogger(__name__)
 
 METRICS = ("kl", "cc", "nss", "sim", "auc_judd")
 CENTRE_BIAS_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5)  # σ / image side, fitted on training maps
-
-
-class SaliencyModel(nn.Module):
-    """Encoder ``feature_map`` + a small upsampling decoder → a saliency map at the input size.
-
-    Decoder: 1×1 conv to ``channels``, ``blocks`` × [bilinear ×2, 3×3 conv, ReLU], 1×1 conv to one
-    logit per pixel, bilinear resize to (H, W), softmax over the H·W pixels. The papers replace
-    the network's last layers by "a 2-D map decoder" without details; this one is ours.
-
-    Args:
-        encoder: a video encoder with ``feature_map(x: (B, C, T, H, W)) -> (B, C', h, w)``.
-        channels: decoder width.
-        blocks: ×2 upsampling blocks.
-        freeze_encoder: train the decoder only (the encoder stays in eval mode, no gradients).
-
-    Example:
-        >>> model = SaliencyModel(build_encoder(EncoderConfig()), freeze_encoder=True)
-        >>> model(torch.rand(2, 1, 1, 32, 32)).sum(dim=(1, 2))   # tensor([1., 1.])
-    """
-
-    def __init__(self, encoder: nn.Module, channels: int = 32, blocks: int = 2, freeze_encoder: bool = True) -> None:
-        super().__init__()
-        if not hasattr(encoder, "feature_map"):
-            raise TypeError(f"{type(encoder).__name__} has no feature_map(x) -> (B, C', h, w)")
-        self.encoder, self.freeze_encoder = encoder, freeze_encoder
-        was_training = encoder.training
-        with torch.no_grad():  # C' of the feature map, from a dry run in eval mode (BN stats untouched)
-            c_feat = encoder.eval().feature_map(torch.zeros(1, 1, 1, 64, 64)).shape[1]
-        encoder.train(was_training)
-        layers: list[nn.Module] = [nn.Conv2d(c_feat, channels, 1), nn.ReLU(inplace=True)]
-        for _ in range(blocks):
-            layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                       nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
-        self.decoder = nn.Sequential(*layers, nn.Conv2d(channels, 1, 1))
-        if freeze_encoder:
-            self.encoder.requires_grad_(False)
-            self.encoder.eval()
-
-    def train(self, mode: bool = True) -> SaliencyModel:
-        super().train(mode)
-        if self.freeze_encoder:
-            self.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics
-        return self
-
-    def log_saliency(self, video: torch.Tensor) -> torch.Tensor:
-        """video: (B, C, T, H, W) in [0, 1] → log-probabilities over pixels (B, H, W)."""
-        b, h, w = video.shape[0], video.shape[-2], video.shape[-1]
-        fmap = self.encoder.feature_map((video - 0.5) / 0.25)  # (B, C', h', w'); frozen: no graph kept
-        logits = F.interpolate(self.decoder(fmap), size=(h, w), mode="bilinear", align_corners=False)  # (B, 1, H, W)
-        return torch.log_softmax(logits.view(b, h * w), dim=1).view(b, h, w)
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """video: (B, C, T, H, W) in [0, 1] → (B, H, W) non-negative, summing to 1 per item."""
-        return self.log_saliency(video).exp()
 
 
 def kl_loss(log_pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -272,10 +218,10 @@ def run_saliency(cache: Cache | str | Path, encoder: nn.Module | Callable[[], nn
     summary.to_csv(out_dir / "saliency_summary.csv", index=False)
     save_overlays(model, test, out_dir, cfg.n_overlays)
     if model_meta is not None:
-        from usssl.engine.trainer import save_atomic
+        from usssl.downstream.checkpoint import save_saliency_model
 
-        save_atomic({"model": model.state_dict(), "channels": cfg.decoder_channels, "blocks": cfg.decoder_blocks,
-                     "clip_frames": cfg.clip_frames, **model_meta}, out_dir / "saliency_model.pt")
+        save_saliency_model(out_dir / "saliency_model.pt", model, cfg.decoder_channels, cfg.decoder_blocks,
+                            cfg.clip_frames, **model_meta)
     log.info("saliency on %d test frames:\n%s", len(test), summary.to_string(index=False, float_format="%.3f"))
     out = {f"{row['model']}/{m}": float(row[m]) for _, row in summary.iterrows() for m in METRICS}
     return out | {"n_train_frames": float(len(train)), "n_test_frames": float(len(test)), "train_kl": history[-1]}

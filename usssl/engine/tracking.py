@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from usssl.config import PipelineConfig, flatten, to_yaml
-from usssl.methods.distributed import launcher_rank
+from usssl.engine.distributed import launcher_rank
 
 log = logging.getLogger(__name__)
 

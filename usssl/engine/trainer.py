@@ -11,29 +11,19 @@ written to a temporary name then renamed, so a run killed mid-write never leaves
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from usssl.config import PipelineConfig
+from usssl.engine.files import save_atomic
 from usssl.engine.tracking import Tracker
 
 log = logging.getLogger(__name__)
-
-
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``<name>.tmp``, then rename over ``path``: a killed run leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,5 +1,21 @@
-"""Readers, one per source format, each returning a :class:`~usssl.io.recording.Recording`."""
+"""Readers, one per source format, each returning a :class:`~usssl.io.recording.Recording`, and the
+registry (``usssl.io.registry``) that picks one for a file.
 
-from usssl.io.recording import Recording
+Names are exported lazily (the readers import their decoders only when used):
+``from usssl.io import reader_for, Recording``.
+"""
 
-__all__ = ["Recording"]
+from usssl.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {  # name -> the module that defines it
+    "Recording": "usssl.io.recording",
+    "READERS": "usssl.io.registry",
+    "media_extension": "usssl.io.registry",
+    "reader_for": "usssl.io.registry",
+    "recording_stem": "usssl.io.registry",
+    "read_video": "usssl.io.video",
+    "read_dicom": "usssl.io.dicom",
+    "read_nifti": "usssl.io.nifti",
+    "read_audio": "usssl.io.audio",
+    "load_tables": "usssl.io.tables",
+})

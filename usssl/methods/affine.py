@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from usssl.data.augment import warp_clips
 
 PARAM_NAMES = ("tx", "ty", "scale", "rotation_deg", "shear_deg")
 
@@ -117,12 +118,9 @@ def sampling_grid_theta(matrix: torch.Tensor, height: int, width: int) -> torch.
 
 def apply_affine(video: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """video: (B, C, T, H, W), params: (B, 5) → τ applied to every frame, zero padding, same shape."""
-    b, c, t, h, w = video.shape
+    h, w = video.shape[-2:]
     theta = sampling_grid_theta(params_to_matrix(params.to(video.dtype)), h, w)  # (B, 2, 3)
-    frames = video.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)  # (B·T, C, H, W)
-    grid = F.affine_grid(theta.repeat_interleave(t, dim=0), [b * t, c, h, w], align_corners=False)
-    out = F.grid_sample(frames, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.view(b, t, c, h, w).permute(0, 2, 1, 3, 4)  # (B, C, T, H, W)
+    return warp_clips(video, theta, "zeros")  # (B, C, T, H, W)
 
 
 def centre_crop(video: torch.Tensor, fraction: float) -> torch.Tensor:

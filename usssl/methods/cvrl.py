@@ -2,13 +2,13 @@
 
 Qian, Meng, Gong, Yang, Wang, Belongie, Cui. *Spatiotemporal Contrastive Video Representation
 Learning.* CVPR 2021. Two clips of the same video, drawn with the interval sampler
-P(Δ) ∝ T − Δ (``data/samplers.py: ClipPairDataset``), each augmented with its own temporally
-consistent draw (``data/video_augment.py``), are encoded, projected by an MLP head
+P(Δ) ∝ T − Δ (``data/clips.py: ClipPairDataset``), each augmented with its own temporally
+consistent draw (``data/augment.py``), are encoded, projected by an MLP head
 (3 × [Linear, BN, ReLU] + Linear to ``projection_dim``; paper: 2048 hidden, 128 out) and pulled
 together with NT-Xent (τ = 0.1) against every other clip of the **global** batch
 (``losses.nt_xent``, gathered across processes with gradients).
 
-Two departures for ultrasound, both defaults of ``CVRLConfig`` (``methods/configs.py``): the gap
+Two departures for ultrasound, both defaults of ``CVRLConfig`` (``config/methods.py``): the gap
 between the clips is capped at ``max_gap_s`` = 2 s (a scan shows a new plane every few seconds;
 Kinetics clips last 10 s) and the intensity jitter is ±25% instead of 0.8. With the paper's
 values on the synthetic corpus the two views share no anatomy the encoder can find, NT-Xent stays
@@ -25,20 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usssl.data.video_augment import ContrastiveClipAugment
+from usssl.data.augment import ContrastiveClipAugment
 from usssl.engine.optim import configure_optimization
 from usssl.methods.losses import nt_xent
 from usssl.models.encoders import build_encoder
-
-
-def mlp_head(in_dim: int, hidden_dim: int, layers: int, out_dim: int) -> nn.Sequential:
-    """``layers`` × [Linear(hidden), BN, ReLU] then Linear(out_dim): (B, in_dim) → (B, out_dim)."""
-    blocks: list[nn.Module] = []
-    for i in range(layers):
-        blocks += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), nn.BatchNorm1d(hidden_dim),
-                   nn.ReLU(inplace=True)]
-    blocks.append(nn.Linear(hidden_dim if layers else in_dim, out_dim))
-    return nn.Sequential(*blocks)
+from usssl.models.heads import mlp
 
 
 class CVRLModule(L.LightningModule):
@@ -60,7 +51,7 @@ class CVRLModule(L.LightningModule):
         self.cfg, self.cv = cfg, cfg.cvrl
         self.encoder = encoder if encoder is not None else build_encoder(cfg.encoder)
         hidden = self.cv.head_hidden_dim or self.encoder.out_dim
-        self.head = mlp_head(self.encoder.out_dim, hidden, self.cv.head_layers, cfg.projection_dim)
+        self.head = mlp(self.encoder.out_dim, hidden, cfg.projection_dim, layers=self.cv.head_layers)
         self.augment = ContrastiveClipAugment.from_config(self.cv) if cfg.augment else None
 
     def embed(self, video_a: torch.Tensor, video_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,3 +77,17 @@ class CVRLModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         return configure_optimization(self.parameters(), self.cfg.optimizer)
+
+
+def make_dataset(cache, shards: list[str], split: str | None, cfg, seed: int):
+    """(ClipPairDataset of ``shards``, no data metrics): the registry's dataset for this method."""
+    from usssl.data.clips import ClipPairDataset
+
+    cv = cfg.cvrl
+    return ClipPairDataset(cache, shards, split, clip_frames=cv.clip_frames, stride=cv.stride,
+                           pairs_per_epoch=cv.pairs_per_epoch, max_gap_s=cv.max_gap_s, seed=seed), {}
+
+
+def make_module(cfg, cache) -> CVRLModule:
+    """The registry's LightningModule for this method."""
+    return CVRLModule(cfg)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from usssl.methods.distributed import gather_with_grad, rank
+from usssl.engine.distributed import gather_with_grad, rank
 
 
 def info_nce(

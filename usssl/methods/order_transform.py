@@ -33,7 +33,7 @@ but on [g_i − g_j, |g_i − g_j|] instead of [g_i, g_j] (ours): how far apart 
 cue that orders a clip, is then given rather than learned. On frozen random-init grid features a
 head on concatenated pairs reaches 11% held-out order accuracy after 400 steps, one on
 differences 56% (chance 8%). The module draws the permutation and τ itself, so any
-dataset of ``video`` clips works (``data/samplers.py: ClipDataset``).
+dataset of ``video`` clips works (``data/clips.py: ClipDataset``).
 
     >>> module = OrderTransformModule(cfg.stage("pretrain"))
     >>> loss = module.training_step({"video": clips}, 0)      # clips (B, 1, 4, H, W) in [0, 1]
@@ -46,18 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usssl.data.transforms import ClipAugment
+from usssl.data.augment import ClipAugment
 from usssl.engine.optim import configure_optimization
 from usssl.errors import ConfigError, DataError
 from usssl.methods.affine import AffineRanges, apply_affine, centre_crop, normalise_params, sample_affine
 from usssl.methods.order import order_classes, sample_orders, shuffle_frames
 from usssl.models.encoders import FrameEncoder, build_encoder
-
-
-def _mlp(in_dim: int, hidden: int, out_dim: int | None = None) -> nn.Sequential:
-    """[Linear, BN, ReLU] (+ Linear to ``out_dim``)."""
-    layers: list[nn.Module] = [nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers, nn.Linear(hidden, out_dim)) if out_dim else nn.Sequential(*layers)
+from usssl.models.heads import mlp
 
 
 class OrderTransformModule(L.LightningModule):
@@ -90,14 +85,14 @@ class OrderTransformModule(L.LightningModule):
         pairs = ot.fusion == "frames" and ot.order_pairs
         self.pairs = [(i, j) for i in range(n) for j in range(i + 1, n)] if pairs else []
         if self.pairs:  # one shared layer on every frame pair [g_i − g_j, |g_i − g_j|], i < j
-            self.pair_fc = nn.Sequential(nn.Linear(2 * h, h), nn.ReLU(inplace=True))
+            self.pair_fc = mlp(2 * h, h, batch_norm=False)
         order_in = (len(self.pairs) or n) * h if ot.fusion == "frames" else h
         if ot.variant == "siamese":
-            self.order_branch = _mlp(f, h)  # per frame (or per clip)
-            self.transform_branch = _mlp(2 * d, h)  # [f(clip), f(τ clip)]
+            self.order_branch = mlp(f, h)  # per frame (or per clip)
+            self.transform_branch = mlp(2 * d, h)  # [f(clip), f(τ clip)]
         else:
-            self.joint = _mlp(2 * d, h)  # [f(x), f(τ x)], shared by both heads
-        self.order_head = _mlp(order_in, h, self.n_classes)
+            self.joint = mlp(2 * d, h)  # [f(x), f(τ x)], shared by both heads
+        self.order_head = mlp(order_in, h, self.n_classes)
         self.transform_head = nn.Linear(h, len(self.ranges.bounds()[0]))
         self.augment = ClipAugment() if cfg.augment else None
 
@@ -213,3 +208,17 @@ class OrderTransformModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         return configure_optimization(self.parameters(), self.cfg.optimizer)
+
+
+def make_dataset(cache, shards: list[str], split: str | None, cfg, seed: int):
+    """(ClipDataset of ``shards``, no data metrics): the registry's dataset for this method."""
+    from usssl.data.clips import ClipDataset
+
+    ot = cfg.order_transform
+    return ClipDataset(cache, shards, split, clip_frames=ot.clip_frames, stride=ot.frame_stride,
+                       clips_per_epoch=cfg.pairs_per_epoch or 2048, seed=seed), {}
+
+
+def make_module(cfg, cache) -> OrderTransformModule:
+    """The registry's LightningModule for this method."""
+    return OrderTransformModule(cfg)

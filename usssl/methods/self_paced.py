@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usssl.methods.distributed import gather_with_grad, rank
+from usssl.engine.distributed import gather_with_grad, rank
 
 
 def video_speech_contrastive(

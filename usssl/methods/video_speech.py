@@ -29,11 +29,12 @@ from torch import nn
 
 from usssl.config import PretrainConfig
 from usssl.engine.optim import configure_optimization
-from usssl.data.transforms import ClipAugment
+from usssl.data.augment import ClipAugment
 from usssl.methods.losses import info_nce
 from usssl.methods.order import order_classes, sample_orders, shuffle_frames
 from usssl.methods.self_paced import SelfPacedWeights, video_speech_contrastive
 from usssl.models.encoders import build_encoder, build_speech_encoder
+from usssl.models.heads import mlp
 from usssl.speech.frontend import LogSpectrogram
 
 
@@ -53,11 +54,6 @@ class _Resample(nn.Module):
         import torchaudio.functional as AF
 
         return AF.resample(audio, self.rate, self.target)
-
-
-def projection_head(in_dim: int, out_dim: int) -> nn.Module:
-    """MLP projection h: one hidden layer with a nonlinearity (the paper's head)."""
-    return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
 
 
 class VideoSpeechModule(L.LightningModule):
@@ -86,16 +82,15 @@ class VideoSpeechModule(L.LightningModule):
             self.speech_encoder = build_speech_encoder(sp.encoder, cfg.encoder.width, cfg.encoder.dim)
             self.frontend = LogSpectrogram(audio_rate, sp.n_fft, sp.win_ms, sp.hop_ms, sp.spec_size,
                                            resample_to=sp.resample_to)
-        self.video_head = projection_head(self.encoder.out_dim, cfg.projection_dim)
-        self.speech_head = projection_head(self.speech_encoder.out_dim, cfg.projection_dim)
+        self.video_head = mlp(self.encoder.out_dim, self.encoder.out_dim, cfg.projection_dim, batch_norm=False)
+        self.speech_head = mlp(self.speech_encoder.out_dim, self.speech_encoder.out_dim, cfg.projection_dim, batch_norm=False)
         self.augment = ClipAugment() if cfg.augment else None
         vs = cfg.video_speech
         d = cfg.projection_dim
         # fusion of g_v and g_s → "do these correspond?" (L_cls)
-        self.correspondence = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(inplace=True), nn.Linear(d, 2))
+        self.correspondence = mlp(2 * d, d, 2, batch_norm=False)
         n_order = len(order_classes(ORDER_FRAMES))
-        self.order_head = nn.Sequential(nn.Linear(ORDER_FRAMES * self.encoder.out_dim, 256), nn.ReLU(inplace=True),
-                                        nn.Linear(256, n_order))  # L_ord: 12 classes for 4 frames
+        self.order_head = mlp(ORDER_FRAMES * self.encoder.out_dim, 256, n_order, batch_norm=False)  # L_ord: 12 classes
         self.pacer = SelfPacedWeights(vs.pace_start, vs.pace_growth, "linear" if vs.self_paced == "spl_linear" else "hard")
 
     def _standardise(self, video: torch.Tensor) -> torch.Tensor:
@@ -167,3 +162,25 @@ class VideoSpeechModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         return configure_optimization(self.parameters(), self.cfg.optimizer)
+
+
+def make_dataset(cache, shards: list[str], split: str | None, cfg: PretrainConfig, seed: int):
+    """(AudioVisualDataset of ``shards``, data metrics): the registry's dataset for this method."""
+    from usssl.data.datasets import AudioVisualDataset
+
+    sp = cfg.speech
+    dataset = AudioVisualDataset(cache, shards, split=split, window_s=sp.window_s,
+                                 interval_frames=sp.interval_frames,
+                                 affinity_threshold=sp.affinity_threshold,
+                                 pairs_per_epoch=cfg.pairs_per_epoch, pairs_per_interval=sp.pairs_per_interval,
+                                 hard_negative_range=sp.hard_negative_range, seed=seed,
+                                 order_frames=4 if cfg.video_speech.gamma > 0 else 0,
+                                 order_stride=cfg.video_speech.order_stride, vad=sp.vad)
+    metrics = {"data/high_affinity_interval_fraction": dataset.n_high_affinity / max(dataset.n_intervals, 1),
+               "data/n_speech_frames": sum(s.frames.size for s in dataset.speech)}
+    return dataset, metrics
+
+
+def make_module(cfg: PretrainConfig, cache) -> VideoSpeechModule:
+    """The registry's LightningModule for this method (speech at the cache's audio rate)."""
+    return VideoSpeechModule(cfg, audio_rate=int(cache.settings["audio_rate"]))

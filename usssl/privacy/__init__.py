@@ -1,6 +1,19 @@
-"""Patient privacy: pseudonymous subject ids (keyed hash) and the imaging-region crop."""
+"""Patient privacy: DICOM de-identification (PS3.15), pseudonymous subject ids (keyed hash), the
+imaging-region crop and the masking of overlays inside it.
 
-from usssl.privacy.pseudonym import pseudonym, subject_key
-from usssl.privacy.region import crop_resize, detect_imaging_region, imaging_mask, map_points
+Names are exported lazily: ``from usssl.privacy import pseudonym, deidentify_tree``.
+"""
 
-__all__ = ["crop_resize", "detect_imaging_region", "imaging_mask", "map_points", "pseudonym", "subject_key"]
+from usssl.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {  # name -> the module that defines it
+    "pseudonym": "usssl.privacy.pseudonym",
+    "subject_key": "usssl.privacy.pseudonym",
+    "crop_resize": "usssl.privacy.region",
+    "detect_imaging_region": "usssl.privacy.region",
+    "imaging_mask": "usssl.privacy.region",
+    "map_points": "usssl.privacy.region",
+    "static_mask": "usssl.privacy.region",
+    "deidentify_file": "usssl.privacy.deid",
+    "deidentify_tree": "usssl.privacy.deid",
+})

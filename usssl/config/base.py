@@ -1,8 +1,4 @@
-"""The base of every config model: unknown keys are errors, values are validated on assignment.
-
-Kept apart from ``usssl.config`` so that method-specific settings (``usssl.methods.configs``) can
-subclass it without an import cycle.
-"""
+"""The base of every config model: unknown keys are errors, values are validated on assignment."""
 
 from pydantic import BaseModel, ConfigDict
 

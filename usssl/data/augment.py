@@ -1,20 +1,27 @@
-"""CVRL's temporally consistent spatial augmentation for grayscale ultrasound clips, on tensors.
+"""Temporally consistent clip augmentation on tensors: the downstream protocol's and CVRL's.
 
-Qian et al. (CVPR 2021, Sec. 3.3) draw one set of augmentation parameters per clip and apply it
-to every frame, so the augmentation never invents motion: a random resized crop (area 0.3–1.0,
-aspect 0.5–2), a horizontal flip, colour jitter with probability 0.8 (brightness, contrast,
-saturation 0.8, hue 0.2), grayscale with probability 0.2 and a Gaussian blur (kernel ≈ 10% of the
-side, σ 0.1–2.0) with probability 0.5. On one-channel ultrasound, saturation, hue and the
-grayscale conversion do nothing; a gamma jitter takes their place (ours). The jitter is applied
-in the fixed order brightness → contrast → gamma (SimCLR shuffles it; the paper does not say).
-Its default strength is ±25% (ours, the ultrasound downstream protocol's range), not the paper's
-0.8: on dark B-mode frames a 0.8 jitter makes the two views of one clip differ more than two
-different clips, and CVRL's embedding collapses (``methods/configs.py: CVRLConfig``).
-Like ``ClipAugment`` (data/transforms.py) drawing (``randomize``) is separate from applying
-(``apply``), and a batch is processed at once, one draw per clip, on any device.
+Following MONAI's habit, drawing the random parameters (``randomize``) is separate from applying
+them (``apply``): one draw per clip, applied to every frame, so motion between frames is never
+invented by the augmentation. Both work on a whole batch at once (CPU or GPU), one draw per item,
+and warp every frame of a clip with the one helper :func:`warp_clips`.
 
+**ClipAugment** follows the downstream protocol of Droste et al. (IPMI 2019; METHODS.md §3):
+horizontal flip, rotation ±10°, aspect ±10%, sub-crop 95–100% (as zoom), gamma and brightness ±25%.
+
+**ContrastiveClipAugment** is CVRL's (Qian et al., CVPR 2021, Sec. 3.3) for grayscale ultrasound: a
+random resized crop (area 0.3–1.0, aspect 0.5–2), a horizontal flip, colour jitter with probability
+0.8 (brightness, contrast, saturation 0.8, hue 0.2), grayscale with probability 0.2 and a Gaussian
+blur (kernel ≈ 10% of the side, σ 0.1–2.0) with probability 0.5. On one-channel ultrasound,
+saturation, hue and the grayscale conversion do nothing; a gamma jitter takes their place (ours).
+The jitter is applied in the fixed order brightness → contrast → gamma (SimCLR shuffles it; the
+paper does not say). Its default strength is ±25% (ours, the ultrasound downstream protocol's
+range), not the paper's 0.8: on dark B-mode frames a 0.8 jitter makes the two views of one clip
+differ more than two different clips, and CVRL's embedding collapses (``config/methods.py:
+CVRLConfig``).
+
+    >>> video = ClipAugment()(video)          # (B, C, T, H, W) in [0, 1] -> same shape, same range
     >>> aug = ContrastiveClipAugment()
-    >>> view_a, view_b = aug(video), aug(video)          # (B, C, T, H, W) in [0, 1], independent draws
+    >>> view_a, view_b = aug(video), aug(video)          # independent draws
 """
 
 from __future__ import annotations
@@ -24,6 +31,110 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+
+def warp_clips(video: torch.Tensor, theta: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
+    """Warp every frame of each clip by its clip's affine map (bilinear, ``align_corners=False``).
+
+    Args:
+        video: (B, C, T, H, W).
+        theta: (B, 2, 3) output → input sampling matrices in ``F.affine_grid``'s normalised
+            coordinates, one per clip (the same for all its frames).
+        padding_mode: ``grid_sample``'s padding outside the frame ("zeros", "border").
+
+    Returns:
+        (B, C, T, H, W), the same dtype and device.
+    """
+    b, c, t, h, w = video.shape
+    frames = video.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)  # (B·T, C, H, W)
+    grid = F.affine_grid(theta.repeat_interleave(t, dim=0), [b * t, c, h, w], align_corners=False)
+    out = F.grid_sample(frames, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    return out.view(b, t, c, h, w).permute(0, 2, 1, 3, 4)  # (B, C, T, H, W)
+
+
+@dataclass
+class AugmentParams:
+    """One draw per clip; every field has shape (B,)."""
+
+    flip: torch.Tensor  # bool
+    angle: torch.Tensor  # radians
+    scale_x: torch.Tensor
+    scale_y: torch.Tensor
+    shift_x: torch.Tensor  # fraction of the half-width (affine_grid units)
+    shift_y: torch.Tensor
+    gamma: torch.Tensor
+    brightness: torch.Tensor  # additive
+
+
+class ClipAugment(torch.nn.Module):
+    """Random affine + flip + gamma/brightness, identical for all frames of a clip.
+
+    Args:
+        flip_p: probability of a horizontal flip.
+        max_rotation_deg: rotation drawn uniformly in ±this.
+        zoom: (min, max) of the zoom factor (1 / sub-crop fraction).
+        max_aspect: aspect change drawn uniformly in ±this (fraction).
+        max_shift: translation in ±this fraction of the image size.
+        max_gamma: gamma drawn log-uniformly in [1/(1+g), 1+g].
+        max_brightness: brightness offset drawn uniformly in ±this.
+    """
+
+    def __init__(self, flip_p: float = 0.5, max_rotation_deg: float = 10.0,
+                 zoom: tuple[float, float] = (1.0, 1 / 0.95), max_aspect: float = 0.1,
+                 max_shift: float = 0.05, max_gamma: float = 0.25, max_brightness: float = 0.25 * 0.25) -> None:
+        super().__init__()
+        if not 0 <= flip_p <= 1:
+            raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
+        self.flip_p = flip_p
+        self.max_rotation = math.radians(max_rotation_deg)
+        self.zoom = zoom
+        self.max_aspect = max_aspect
+        self.max_shift = max_shift
+        self.max_gamma = max_gamma
+        self.max_brightness = max_brightness
+
+    def randomize(self, batch: int, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> AugmentParams:
+        """Draw one set of parameters per clip."""
+
+        def u(lo: float, hi: float) -> torch.Tensor:
+            return lo + (hi - lo) * torch.rand(batch, generator=generator).to(device)
+
+        zoom = u(*self.zoom)
+        aspect = u(-self.max_aspect, self.max_aspect)
+        log_g = math.log(1 + self.max_gamma)
+        return AugmentParams(
+            flip=torch.rand(batch, generator=generator).to(device) < self.flip_p,
+            angle=u(-self.max_rotation, self.max_rotation),
+            scale_x=zoom * (1 + aspect),
+            scale_y=zoom / (1 + aspect),
+            shift_x=u(-2 * self.max_shift, 2 * self.max_shift),
+            shift_y=u(-2 * self.max_shift, 2 * self.max_shift),
+            gamma=torch.exp(u(-log_g, log_g)),
+            brightness=u(-self.max_brightness, self.max_brightness),
+        )
+
+    @staticmethod
+    def apply(video: torch.Tensor, p: AugmentParams) -> torch.Tensor:
+        """video: (B, C, T, H, W) in [0, 1] → augmented, same shape; zero padding outside."""
+        b = video.shape[0]
+        cos, sin = torch.cos(p.angle), torch.sin(p.angle)
+        flip = 1.0 - 2.0 * p.flip.to(video.dtype)
+        # output → input sampling grid: rotate, then divide by the zoom (zoom > 1 magnifies)
+        theta = torch.zeros(b, 2, 3, dtype=video.dtype, device=video.device)
+        theta[:, 0, 0] = cos / p.scale_x * flip
+        theta[:, 0, 1] = -sin / p.scale_x
+        theta[:, 1, 0] = sin / p.scale_y * flip
+        theta[:, 1, 1] = cos / p.scale_y
+        theta[:, 0, 2] = p.shift_x
+        theta[:, 1, 2] = p.shift_y
+        out = warp_clips(video, theta, "zeros")  # (B, C, T, H, W)
+        shape = (b, 1, 1, 1, 1)
+        out = out.clamp(0, 1) ** p.gamma.view(shape) + p.brightness.view(shape)
+        return out.clamp(0, 1)
+
+    def forward(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.apply(video, self.randomize(video.shape[0], generator, video.device))
 
 
 @dataclass
@@ -115,15 +226,12 @@ class ContrastiveClipAugment(torch.nn.Module):
     @staticmethod
     def apply(video: torch.Tensor, p: ContrastiveAugmentParams) -> torch.Tensor:
         """video: (B, C, T, H, W) in [0, 1] → augmented, same shape and range."""
-        b, c, t, h, w = video.shape
+        b = video.shape[0]
         theta = torch.zeros(b, 2, 3, dtype=video.dtype, device=video.device)  # output → input
         theta[:, 0, 0] = p.crop_w * (1 - 2 * p.flip.to(video.dtype))
         theta[:, 1, 1] = p.crop_h
         theta[:, 0, 2], theta[:, 1, 2] = p.centre_x, p.centre_y
-        frames = video.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)  # (B·T, C, H, W)
-        grid = F.affine_grid(theta.repeat_interleave(t, dim=0), [b * t, c, h, w], align_corners=False)
-        out = F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        out = out.view(b, t, c, h, w).permute(0, 2, 1, 3, 4)  # (B, C, T, H, W)
+        out = warp_clips(video, theta, "border")  # (B, C, T, H, W)
         out = jitter_intensity(out, p.brightness, p.contrast, p.gamma, p.jitter)
         return gaussian_blur_clips(out, p.sigma, p.blur)
 

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from scipy.stats import chisquare
 
-from usssl.data.cache import INDEX_COLUMNS, Cache, ShardWriter, write_index, write_json
-from usssl.data.samplers import (ClipDataset, ClipPairDataset, clip_indices, interval_gap_probs,
+from usssl.data.cache import INDEX_COLUMNS, Cache, ShardWriter, write_index
+from usssl.engine.files import write_json_atomic as write_json
+from usssl.data.clips import (ClipDataset, ClipPairDataset, clip_indices, interval_gap_probs,
                                  sample_interval_starts)
 from usssl.errors import DataError
 

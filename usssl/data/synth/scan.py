@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from usssl.data.synth_anatomy import PLANES, draw_template
-from usssl.data.synth_render import (FanGeometry, Pose, Segment, fan_geometry, make_look,
+from usssl.data.synth.anatomy import PLANES, draw_template
+from usssl.data.synth.render import (FanGeometry, Pose, Segment, fan_geometry, make_look,
                                      render_segments)
-from usssl.speech.voice import speak
+from usssl.data.synth.voice import speak
 
 _SURNAMES = ("Doe", "Roe", "Poe", "Moe", "Smithe", "Jonesy", "Brownley", "Nobody", "Example",
              "Placeholder", "Sample", "Testwood", "Mockford", "Fakeley", "Dummett", "Specimen")

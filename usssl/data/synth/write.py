@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from usssl.data.synth_scan import ScanData
+from usssl.data.synth.scan import ScanData
 
 US_MULTIFRAME_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.3.1"
 """Ultrasound Multi-frame Image Storage."""

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from usssl.data.cache import Cache
-from usssl.data.datasets import _check_split
+from usssl.data.splits import require_split
 from usssl.errors import DataError
 
 MAX_GAP_S = 2.0  # default cap on CVRL's clip gap in seconds (ours; CVRLConfig.max_gap_s)
@@ -66,9 +66,18 @@ def sample_interval_starts(n_frames: int, clip_frames: int, stride: int,
     return pair[::-1] if rng.integers(2) else pair
 
 
-def clip_indices(start: int, clip_frames: int, stride: int, n_frames: int) -> np.ndarray:
-    """(clip_frames,) frame indices start + i·stride, clamped to the last frame."""
-    return np.minimum(start + stride * np.arange(clip_frames), n_frames - 1)
+def clip_indices(start: int | np.ndarray, clip_frames: int, stride: int, n_frames: int) -> np.ndarray:
+    """Frame indices start + i·stride (i < ``clip_frames``), clamped to [0, n_frames − 1]:
+    (clip_frames,) for one start, (n, clip_frames) for an array of n starts."""
+    offsets = stride * np.arange(clip_frames)  # (T,)
+    return np.clip(np.asarray(start)[..., None] + offsets, 0, n_frames - 1)
+
+
+def anchored_clip_indices(n: int, clip_frames: int, anchor: str = "end") -> np.ndarray:
+    """(n, T) indices of every frame's clip of consecutive frames, edges repeating the first / last
+    frame. "end": frame k's clip is k-T+1 … k; "centre": k-T//2 … k+(T-1)//2."""
+    first = -(clip_frames - 1) if anchor == "end" else -(clip_frames // 2)
+    return clip_indices(np.arange(n) + first, clip_frames, 1, n)
 
 
 class _ClipSource(Dataset):
@@ -76,7 +85,7 @@ class _ClipSource(Dataset):
 
     def __init__(self, cache: Cache, shard_ids: list[str], split: str | None, clip_frames: int,
                  stride: int, length: int, seed: int) -> None:
-        _check_split(cache, shard_ids, split)
+        require_split(cache, shard_ids, split)
         if not shard_ids:
             raise DataError(f"{cache.root}: no recordings to draw clips from in the '{split}' split")
         if clip_frames < 1 or stride < 1 or length < 1:

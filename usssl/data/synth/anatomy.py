@@ -2,7 +2,7 @@
 
 Each plane is drawn once per segment on a canonical square canvas (``CANVAS`` px, anatomy radius
 ``UNIT`` px around the centre) and later warped into the frame by the probe pose
-(:mod:`usssl.data.synth_render`). The shapes are cartoons of the planes of the Droste et al.
+(:mod:`usssl.data.synth.render`). The shapes are cartoons of the planes of the Droste et al.
 (IPMI 2019) protocol, METHODS.md §3 — not anatomy: several planes share a body outline (chest /
 abdomen circle, head ellipse) and differ only by their inner structures, so that the classes are
 learnable but not trivial.

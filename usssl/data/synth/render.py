@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from usssl.data.synth_anatomy import CANVAS, UNIT, Template
+from usssl.data.synth.anatomy import CANVAS, UNIT, Template
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ Outputs in ``<output_dir>/evaluate/``:
 - ``report.md``, ``label_efficiency.png`` and ``confusion_<init>-<protocol>-<fraction>.png``
   (counts summed over folds).
 
-    >>> summary = run_evaluate(cfg, cfg.stage("evaluate"), tracker, resume=False)
+    >>> summary = run(cfg, cfg.stage("evaluate"), tracker, resume=False)
 """
 
 from __future__ import annotations
@@ -51,12 +51,13 @@ def by_recording(probs: np.ndarray, labels: np.ndarray, shards: list[str], subje
     return pooled, truth, np.array(order), groups["subject"].first().loc[order].to_numpy()
 
 
-def run_evaluate(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dict:
+def run(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dict:
     """Score the models of ``finetune/manifest.json``; write and log the report (module docstring)."""
     from usssl.downstream.metrics import bootstrap_ci, classification_scores, confusion_matrix
     from usssl.downstream.plane_detection import predict
     from usssl.downstream.report import confusion_plot, label_efficiency_plot, markdown_report
-    from usssl.downstream.transfer import fold_plan, load_model
+    from usssl.downstream.checkpoint import load_classifier
+    from usssl.stages.common import fold_plan
 
     cache = Cache(cfg.cache_dir)
     classes = cache.classes
@@ -72,7 +73,7 @@ def run_evaluate(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: boo
     pooled: dict[tuple, list[pd.DataFrame]] = {}
     for entry in manifest:
         test = tests[entry["fold"]]
-        model = load_model(entry["path"])
+        model = load_classifier(entry["path"])
         probs = predict(model, test)
         labels, subjects = test.labels, test.subject_ids
         shards, frames = [s for s, _ in test.items], [f for _, f in test.items]

@@ -1,15 +1,12 @@
-"""The transfer stages: fit every (init, protocol, label fraction, fold), then score held-out subjects.
+"""The finetune stage: fit every (fold, init, protocol, label fraction) and write the manifest.
 
-A *fold* is a pair of disjoint subject sets. With ``finetune.cv: split`` there is one, the
-ingest's train / test split; with ``cv: kfold`` there are k stratified subject-level folds stored
-beside the cache's index (``usssl.data.splits.cache_folds``). Every initialisation sees the same
-folds, label subsets and seeds, so each comparison against random initialisation is paired.
+Each fitted model is saved self-describing (``finetune/<tag>.pt``, ``usssl.downstream.checkpoint``),
+so ``evaluate`` and ``export`` rebuild it without the pipeline's config; ``finetune/manifest.json``
+lists them with their fold, label count and whether the encoder's pretraining saw the fold's test
+subjects.
 
-Each fitted model is saved self-describing (``finetune/<tag>.pt``: state, protocol, encoder
-settings, classes), so ``evaluate`` and ``export`` rebuild it without the pipeline's config.
-
-    >>> fold_plan(cfg, cfg.stage("finetune"), cache)       # [Fold(index=0, ...), ...]
-    >>> model = load_model("runs/demo/finetune/video_speech-linear-0.1.pt")
+    >>> run(cfg, cfg.stage("finetune"), tracker, resume=False)
+    {'models': 8, 'folds': 1}
 """
 
 from __future__ import annotations
@@ -17,80 +14,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import nn
 
-from usssl.config import EncoderConfig, FinetuneConfig, PipelineConfig
+from usssl.config import FinetuneConfig, PipelineConfig
 from usssl.data.cache import Cache
 from usssl.data.datasets import FrameDataset
-from usssl.data.splits import BACKGROUND, cache_fold, check_disjoint, shards_of
-from usssl.errors import ConfigError
+from usssl.data.splits import BACKGROUND
+from usssl.engine.distributed import is_main_process
+from usssl.stages.common import Fold, fold_plan, init_names, pretrained_encoder, random_encoder_config
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Fold:
-    """One train / test partition of the subjects (``from_split``: the ingest's split)."""
-
-    index: int
-    train_subjects: list[str]
-    test_subjects: list[str]
-    from_split: bool
-
-    def frames(self, cache: Cache, part: str, stride: int, indices: np.ndarray | None = None) -> FrameDataset:
-        """The labelled frames of the ``part`` ("train" or "test") subjects."""
-        subjects = self.train_subjects if part == "train" else self.test_subjects
-        return FrameDataset(cache, shards_of(cache, subjects), split=part if self.from_split else None,
-                            stride=stride, indices=indices)
-
-
-def fold_plan(cfg: PipelineConfig, fcfg: FinetuneConfig | None, cache: Cache) -> list[Fold]:
-    """The folds the finetune stage runs: the ingest split, or the chosen k-fold folds."""
-    if fcfg is None or fcfg.cv == "split":
-        fold = Fold(0, cache.splits["train"], cache.splits["test"], True)
-        check_disjoint({"train": fold.train_subjects, "test": fold.test_subjects})
-        return [fold]
-    chosen = fcfg.run_folds if fcfg.run_folds is not None else range(fcfg.folds)
-    return [Fold(f, *cache_fold(cache, fcfg.folds, cfg.seed, f), False) for f in chosen]
-
-
-def init_names(cfg: PipelineConfig, fcfg: FinetuneConfig) -> list[str]:
-    """``fcfg.inits`` with ``pretrain`` expanded to every pretrain stage's name, duplicates dropped."""
-    names: list[str] = []
-    for init in fcfg.inits:
-        expanded = cfg.pretrain_names() if init == "pretrain" else [init]
-        if init == "pretrain" and not expanded:
-            raise ConfigError("finetune.inits: 'pretrain' needs a pretrain stage before finetune")
-        names += [n for n in expanded if n not in names]
-    return names
-
-
-def random_encoder_config(cfg: PipelineConfig) -> EncoderConfig:
-    """The architecture every initialisation shares: the first pretrain stage's encoder."""
-    pre = cfg.stage("pretrain")
-    return pre.encoder if pre is not None else EncoderConfig()
-
-
-def pretrained_encoder(cfg: PipelineConfig, name: str) -> tuple[nn.Module, EncoderConfig, list[str]]:
-    """The encoder saved by pretrain stage ``name``, its settings and the subjects it trained on."""
-    from usssl.models.encoders import build_encoder
-
-    folder = cfg.pretrain_dir(name)
-    path = folder / "encoder.pt"
-    if not path.is_file():
-        raise ConfigError(f"finetune.inits: {name!r} needs {path}; run its pretrain stage first")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    enc_cfg = EncoderConfig(**state["encoder_cfg"])
-    encoder = build_encoder(enc_cfg)
-    encoder.load_state_dict(state["encoder"])  # strict: a mismatched checkpoint is an error
-    data = folder / "pretrain_data.json"
-    subjects = json.loads(data.read_text()).get("subjects", []) if data.is_file() else []
-    return encoder, enc_cfg, subjects
 
 
 def finetune_model(encoder: nn.Module, n_classes: int, fcfg: FinetuneConfig):
@@ -99,24 +34,6 @@ def finetune_model(encoder: nn.Module, n_classes: int, fcfg: FinetuneConfig):
 
     return PlaneClassifier(encoder, n_classes, fcfg.optimizer, encoder_lr_scale=fcfg.encoder_lr_scale,
                            augment=fcfg.augment)
-
-
-def load_model(path: str | Path) -> nn.Module:
-    """Rebuild a fitted model from its ``finetune/<tag>.pt`` file (see ``run_finetune``), in eval mode."""
-    from usssl.downstream.plane_detection import KNNClassifier, PlaneClassifier
-    from usssl.models.encoders import build_encoder
-
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    encoder = build_encoder(EncoderConfig(**saved["encoder_cfg"]))
-    n_classes = len(saved["classes"])
-    if saved["protocol"] == "knn":
-        bank = saved["model"]["bank"]
-        model = KNNClassifier(encoder, torch.zeros_like(bank), torch.zeros(bank.shape[0]), n_classes,
-                              saved["knn_k"], saved["knn_temperature"])
-    else:
-        model = PlaneClassifier(encoder, n_classes, freeze_encoder=saved["protocol"] == "linear")
-    model.load_state_dict(saved["model"])
-    return model.eval()
 
 
 def _background(classes: list[str]) -> int | None:
@@ -152,36 +69,30 @@ def fit(cfg: PipelineConfig, fcfg: FinetuneConfig, protocol: str, encoder: nn.Mo
 def supervised_encoder(cfg: PipelineConfig, fcfg: FinetuneConfig, fold: Fold, cache: Cache, tracker,
                        out: Path, resume: bool) -> nn.Module:
     """The supervised reference: an encoder fine-tuned from random init on all of the fold's labels."""
+    from usssl.models.checkpoint import load_encoder, save_encoder
     from usssl.models.encoders import build_encoder
 
     enc_cfg = random_encoder_config(cfg)
     path = out / f"supervised-encoder-fold{fold.index}.pt"
-    encoder = build_encoder(enc_cfg)
     if resume and path.is_file():
-        encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["encoder"])
-        return encoder
+        return load_encoder(path)[0]
+    encoder = build_encoder(enc_cfg)
     import lightning as L
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     train = fold.frames(cache, "train", fcfg.frame_stride)
     model = finetune_model(encoder, len(cache.classes), fcfg)
     _fit_finetune(cfg, fcfg, model, train, _background(cache.classes), tracker, f"supervised-fold{fold.index}")
-    _save({"encoder": model.encoder.state_dict(), "encoder_cfg": enc_cfg.model_dump()}, path)
+    if is_main_process():
+        save_encoder(path, model.encoder, enc_cfg)
     return model.encoder
 
 
-def _save(obj: dict, path: Path) -> None:
-    from usssl.engine.trainer import save_atomic
-    from usssl.methods.distributed import is_main_process
-
-    if is_main_process():
-        save_atomic(obj, path)
-
-
-def run_finetune(cfg: PipelineConfig, fcfg: FinetuneConfig, tracker, resume: bool) -> dict:
+def run(cfg: PipelineConfig, fcfg: FinetuneConfig, tracker, resume: bool) -> dict:
     """Fit every (fold, init, protocol, label fraction); write ``finetune/manifest.json``."""
     import lightning as L
 
+    from usssl.downstream.checkpoint import save_classifier
     from usssl.downstream.plane_detection import label_fraction_indices
     from usssl.models.encoders import build_encoder
 
@@ -220,13 +131,12 @@ def run_finetune(cfg: PipelineConfig, fcfg: FinetuneConfig, tracker, resume: boo
                     t0 = time.time()
                     model = fit(cfg, fcfg, protocol, encoder, subset, cache.classes, tracker, tag)
                     extra = {"knn_k": fcfg.knn_k, "knn_temperature": fcfg.knn_temperature} if protocol == "knn" else {}
-                    _save({"model": model.state_dict(), "encoder_cfg": enc_cfg.model_dump(),
-                           "classes": cache.classes, **extra, **{k: v for k, v in entry.items() if k != "path"}}, path)
+                    if is_main_process():
+                        save_classifier(path, model, enc_cfg, cache.classes, **extra,
+                                        **{k: v for k, v in entry.items() if k != "path"})
                     tracker.log_metrics({f"{tag}/train_seconds": time.time() - t0, f"{tag}/n_train": idx.size})
                     if cfg.tracking.log_checkpoints:
                         tracker.log_artifact(path, "checkpoints")
-    from usssl.methods.distributed import is_main_process
-
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2))

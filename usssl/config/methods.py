@@ -1,8 +1,10 @@
-"""Method-specific settings of the clip order + transform pretext and of CVRL.
+"""The settings of each self-supervised method, one class per method, and their registry.
 
-The lead adds ``order_transform: OrderTransformConfig`` and ``cvrl: CVRLConfig`` to
-``PretrainConfig``; the encoder, optimizer and ``projection_dim`` stay in ``PretrainConfig``.
-Where a paper does not fix a value the field says so ("ours").
+``METHOD_SETTINGS`` maps a ``pretrain.method`` name to its settings class; ``PretrainConfig`` gets
+one field of that name per entry (``pretrain.cvrl: {...}``), built from this table, so adding a
+method's settings is one class here and one line in the table (its module is registered in
+``usssl/methods/__init__.py``). The encoder, optimizer and ``projection_dim`` stay in
+``PretrainConfig``. Where a paper does not fix a value the field says so ("ours").
 
     >>> OrderTransformConfig(variant="disentangled", max_rotation_deg=20)
     >>> CVRLConfig(clip_frames=8, stride=2)
@@ -14,7 +16,54 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from usssl.config_base import Strict
+from usssl.config.base import Strict
+
+
+class SpeechConfig(Strict):
+    """Speech windows and their encoder (a spectrogram CNN, or wav2vec2 / HuBERT from a local folder)."""
+
+    encoder: Literal["tiny_spec", "se_resnext50", "se_resnext50_half", "wav2vec2", "hubert"] = "tiny_spec"
+    pretrained_path: str | None = Field(None, description="wav2vec2/hubert: local save_pretrained folder")
+    freeze: bool | int = Field(True, description="wav2vec2/hubert: true, false, or N top layers trainable")
+    window_s: float = Field(0.6, gt=0, description="speech window length (paper: 0.6 s)")
+    resample_to: int | None = Field(None, ge=8000, description="resample speech first (paper: 24000 Hz)")
+    n_fft: int = Field(256, ge=32, description="FFT size (paper: 510 → 256 frequency bands)")
+    hop_ms: float = Field(5.0, gt=0)
+    win_ms: float = Field(10.0, gt=0)
+    spec_size: tuple[int, int] = Field((64, 64), description="spectrogram resized to F x T'")
+    interval_frames: int = Field(30, ge=1, description="frames per clip interval T (paper: 60 at 30 fps)")
+    affinity_threshold: float = Field(0.5, ge=0, le=1, description="high affinity: speech fraction >=")
+    pairs_per_interval: int = Field(2, ge=1, description="K pair groups per high-affinity interval (paper: 2)")
+    hard_negative_range: int = Field(5, ge=2, description="D: hard negatives from intervals T+δ, 0<|δ|<D")
+    vad: Literal["energy", "silero"] = Field(
+        "energy", description="voice activity: energy (the paper's, speech/vad.py) or silero (the silero-vad "
+        "model inside its wheel, offline; better in noise, slower)")
+
+
+    @model_validator(mode="after")
+    def _pretrained_needs_path(self) -> "SpeechConfig":
+        if self.encoder in ("wav2vec2", "hubert") and not self.pretrained_path:
+            raise ValueError(f"encoder '{self.encoder}' needs pretrained_path: a local folder saved with "
+                             "save_pretrained (usssl never downloads weights)")
+        return self
+
+
+class VideoSpeechConfig(Strict):
+    """The video–speech losses (Jiao et al., MICCAI 2020): L = α·L_cls + β·L_cont + γ·L_ord."""
+
+    contrastive: Literal["infonce", "infonce_hard", "eq2_clamped"] = Field(
+        "infonce_hard", description="infonce: symmetric CLIP-style; infonce_hard: + the hard negative in the "
+        "denominator (safe Eq. 2); eq2_clamped: Eq. 2 with its numerator clamped")
+    normalize: bool = Field(True, description="L2-normalise embeddings (the paper: raw dot products)")
+    alpha: float = Field(1.0, ge=0, description="weight of L_cls, the 2-way correspondence classifier")
+    beta: float = Field(1.0, ge=0, description="weight of L_cont")
+    gamma: float = Field(1.0, ge=0, description="weight of L_ord, 4-frame order (12 classes) on all intervals")
+    order_stride: int = Field(4, ge=1, description="cached frames between the 4 frames of the order clip")
+    self_paced: Literal["gate", "spl_hard", "spl_linear"] = Field(
+        "gate", description="gate: cross-modal terms on high-affinity pairs only (the paper); spl_*: also "
+        "weight pairs by their loss against a growing pace (ours)")
+    pace_start: float = Field(2.0, gt=0, description="spl: initial pace λ (loss units)")
+    pace_growth: float = Field(1.3, ge=1, description="spl: λ multiplied by this every epoch")
 
 
 class OrderTransformConfig(Strict):
@@ -74,7 +123,7 @@ class CVRLConfig(Strict):
       echogenicity is the content; at 0.8 the two views of a clip differ more in global intensity
       than different clips do, the encoder cannot find the shared anatomy and the projections
       collapse (NT-Xent stays at ln(2B − 1));
-    - the gap between the two clips is capped at ``max_gap_s`` (``data/samplers.py``).
+    - the gap between the two clips is capped at ``max_gap_s`` (``data/clips.py``).
     """
 
     clip_frames: int = Field(16, ge=1, description="frames per clip n (paper: 16)")
@@ -109,3 +158,11 @@ class CVRLConfig(Strict):
         if self.crop_area[1] > 1:
             raise ValueError(f"crop_area max must be <= 1, got {self.crop_area[1]}")
         return self
+
+
+METHOD_SETTINGS: dict[str, type[Strict]] = {
+    "video_speech": VideoSpeechConfig,  # Jiao et al., MICCAI 2020
+    "order_transform": OrderTransformConfig,  # Jiao et al., ISBI 2020
+    "cvrl": CVRLConfig,  # Qian et al., CVPR 2021
+}
+"""``pretrain.method`` → its settings class (also the ``pretrain.<method>`` key of those settings)."""

@@ -1,7 +1,7 @@
-"""``usssl predict``: run an exported plane classifier (and saliency model) on DICOMs and videos.
+"""Run an exported plane classifier (and saliency model) on DICOMs and videos (``usssl predict``).
 
 For each input the frames go through exactly the steps ``usssl ingest`` applies (the same
-functions of ``usssl.data.ingest_recording`` and ``usssl.privacy.region``): decode (colour when
+functions of ``usssl.data.frames``): decode (colour when
 the source holds colour), find the imaging region as the export's ``crop`` says (DICOM ultrasound
 region, motion, none or a box), blank pixels outside it and constant overlays inside it,
 resample to the export's frame rate (nearest source frame), crop, resize (INTER_AREA) and convert
@@ -27,7 +27,6 @@ lists every input's status without its path (``report`` writes the path → name
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -38,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from usssl.downstream.predict_outputs import write_outputs
+from usssl.engine.progress import progress as progress_bar
 from usssl.errors import ConfigError, DataError, UssslError
 
 if TYPE_CHECKING:
@@ -46,15 +47,6 @@ if TYPE_CHECKING:
     from usssl.downstream.export import ExportedModel
 
 log = logging.getLogger(__name__)
-
-EPILOG = """example:
-  usssl predict runs/demo/export scans/ clip.mp4 --out predictions --every 5
-
-  writes predictions/input-001/planes.csv, saliency.csv, saliency/*.png and summary.json per
-  input (input-001 is the first input; folders are expanded in sorted order).
-  Research use only, not for clinical decisions.
-"""
-OVERLAY_LONG_SIDE = 512  # pixels of the longer side of a saliency PNG (at most the crop's own)
 
 
 @dataclass
@@ -93,30 +85,24 @@ def prepare_frames(path: Path, spec_input: dict) -> Prepared:
     """
     import numpy as np
 
-    from usssl.data.ingest_recording import _grey, imaging_geometry
-    from usssl.privacy.region import crop_resize
+    from usssl.data.frames import grey, imaging_geometry, resampled_blocks
 
     if not path.is_file():
         raise DataError(f"{path.name}: no such file")
-    reader = _reader(path)
+    reader = reader_of(path)
     if reader is None:
         raise DataError(f"{path.name}: not a DICOM, video or NIfTI file usssl can read")
     rec = reader(path, path.parent, audio=False, audio_rate=None)
     crop = spec_input["crop"] if isinstance(spec_input["crop"], str) else tuple(spec_input["crop"])
     size = tuple(int(v) for v in spec_input["size"])
     geo = imaging_geometry(rec, path, crop, spec_input["fps"])  # the steps of ingest, the same function
-    src, src_idx, decoded, box, keep = geo.src, geo.src_idx, geo.frames, geo.box, geo.keep
+    src_idx, box = geo.src_idx, geo.box
 
     out = np.empty((len(src_idx), *size), np.uint8)  # (P, H, W)
-    start = pos = 0
-    for block in [decoded] if decoded is not None else src.iter_frames(64):
-        stop = int(np.searchsorted(src_idx, start + len(block)))
-        if stop > pos:
-            out[pos:stop] = _grey(crop_resize(block[src_idx[pos:stop] - start], box, size, keep))
-            pos = stop
-        start += len(block)
-        if pos >= len(src_idx):
-            break
+    pos = 0
+    for small in resampled_blocks(geo, size):  # the frame path of ingest, block by block
+        out[pos : pos + len(small)] = grey(small)
+        pos += len(small)
     if pos == 0:
         raise DataError(f"{rec.source}: no frame could be decoded")
     fps = float(spec_input["fps"] or rec.fps)
@@ -127,24 +113,12 @@ def prepare_frames(path: Path, spec_input: dict) -> Prepared:
                             "width": int(rec.width)})  # fmt: skip
 
 
-def _reader(path: Path):
+def reader_of(path: Path):
     """The ingest reader of ``path`` (by extension, or DICOM by its magic), or None."""
-    from usssl.data.ingest_recording import reader_for
+    from usssl.io.registry import reader_for  # the readers import their decoders: only when reading
 
     found = reader_for(path) if path.is_file() else None
     return None if found is None else found[1]
-
-
-def clip_indices(n: int, clip_frames: int, anchor: str = "end") -> np.ndarray:
-    """(n, T) frame indices of the clip of every frame, edges repeating the first / last frame.
-
-    "end": frame k's clip is k-T+1 … k; "centre": k-T//2 … k+(T-1)//2.
-    """
-    import numpy as np
-
-    first = -(clip_frames - 1) if anchor == "end" else -(clip_frames // 2)
-    offsets = np.arange(first, first + clip_frames)  # (T,)
-    return np.clip(np.arange(n)[:, None] + offsets[None, :], 0, n - 1)
 
 
 def _clips(frames: np.ndarray, index: np.ndarray):
@@ -172,12 +146,15 @@ def run_models(model: ExportedModel, frames: np.ndarray, batch_size: int = 32,
     """
     import numpy as np
 
+    from usssl.data.clips import anchored_clip_indices
+
     n, spec = len(frames), model.spec
-    plane_idx = clip_indices(n, spec["models"]["planes"]["clip_frames"], spec["input"]["clip_anchor"])
+    plane_idx = anchored_clip_indices(n, spec["models"]["planes"]["clip_frames"], spec["input"]["clip_anchor"])
     probs = np.zeros((n, len(model.class_names)), np.float32)
     out: dict = {"probs": probs}
     if model.has_saliency:
-        sal_idx = clip_indices(n, spec["models"]["saliency"]["clip_frames"], spec["input"]["clip_anchor"])
+        sal_idx = anchored_clip_indices(n, spec["models"]["saliency"]["clip_frames"],
+                                        spec["input"]["clip_anchor"])
         out |= {"peak": np.zeros((n, 2), np.float64), "peak_value": np.zeros(n), "entropy": np.zeros(n), "maps": {}}
     keep_maps = keep_maps or set()
     for lo in range(0, n, batch_size):
@@ -198,86 +175,6 @@ def run_models(model: ExportedModel, frames: np.ndarray, batch_size: int = 32,
         if on_batch is not None:
             on_batch(hi - lo)
     return out
-
-
-def map_to_source(xy: np.ndarray, map_size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
-    """(..., 2) x, y pixel centres of a (h, w) map over the crop -> source-frame pixels.
-
-    The inverse of ``usssl.privacy.region.map_points``: x_src = x0 + (x + 0.5)·(x1 − x0)/w − 0.5.
-    """
-    import numpy as np
-
-    x0, y0, x1, y1 = box
-    scale = np.array([(x1 - x0) / map_size[1], (y1 - y0) / map_size[0]])
-    return (np.asarray(xy, np.float64) + 0.5) * scale - 0.5 + np.array([x0, y0])
-
-
-def overlay_png(frame: np.ndarray, saliency: np.ndarray, box: tuple[int, int, int, int]) -> bytes:
-    """PNG bytes: the (H, W) uint8 frame with a (h, w) saliency map blended over it, at the crop's
-    aspect ratio (longer side ``OVERLAY_LONG_SIDE`` at most), the peak circled."""
-    import cv2
-    import numpy as np
-
-    crop_w, crop_h = box[2] - box[0], box[3] - box[1]
-    scale = min(1.0, OVERLAY_LONG_SIDE / max(crop_w, crop_h))
-    w, h = max(1, round(crop_w * scale)), max(1, round(crop_h * scale))
-    grey = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
-    heat = cv2.resize(saliency.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)  # (h, w) in [0, 1]
-    colour = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    alpha = (0.6 * heat)[..., None]
-    blended = (cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR) * (1 - alpha) + colour * alpha).astype(np.uint8)
-    py, px = np.unravel_index(int(saliency.argmax()), saliency.shape)
-    centre = (int((px + 0.5) * w / saliency.shape[1]), int((py + 0.5) * h / saliency.shape[0]))
-    cv2.circle(blended, centre, max(3, min(w, h) // 40), (255, 255, 255), 1)
-    ok, data = cv2.imencode(".png", blended)
-    assert ok, "PNG encoding failed"
-    return data.tobytes()
-
-
-def write_outputs(folder: Path, model: ExportedModel, prep: Prepared, result: dict, every: int) -> dict:
-    """Write planes.csv, saliency.csv, the PNGs and summary.json into ``folder``; returns the summary."""
-    import numpy as np
-
-    names = model.class_names
-    probs = result["probs"]
-    pred = probs.argmax(axis=1)
-    with open(folder / "planes.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["frame", "time_s", "source_frame", *[f"p_{c}" for c in names], "predicted", "probability"])
-        for k in range(len(probs)):
-            writer.writerow([k, f"{prep.times[k]:.4f}", int(prep.source_index[k]),
-                             *[f"{p:.6f}" for p in probs[k]], names[pred[k]], f"{probs[k, pred[k]]:.6f}"])  # fmt: skip
-    saliency = None
-    if model.has_saliency:
-        (folder / "saliency").mkdir()
-        peaks = map_to_source(result["peak"], result["map_size"], prep.box)  # (P, 2)
-        with open(folder / "saliency.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["frame", "time_s", "peak_x", "peak_y", "peak_value", "entropy_bits", "png"])
-            for k in range(len(probs)):
-                png = ""
-                if k in result["maps"]:
-                    png = f"saliency/frame-{k:06d}.png"
-                    (folder / png).write_bytes(overlay_png(prep.frames[k], result["maps"][k], prep.box))
-                writer.writerow([k, f"{prep.times[k]:.4f}", f"{peaks[k, 0]:.1f}", f"{peaks[k, 1]:.1f}",
-                                 f"{result['peak_value'][k]:.6g}", f"{result['entropy'][k]:.4f}", png])  # fmt: skip
-        saliency = {"every": every, "n_png": len(result["maps"]), "map_size": list(result["map_size"])}
-    counts = np.bincount(pred, minlength=len(names))
-    return {
-        "disclaimer": model.spec["disclaimer"],
-        "n_frames": len(probs),
-        "fps": prep.fps,
-        "duration_s": round(len(probs) / prep.fps, 4),
-        "source": prep.source,
-        "crop_box": list(prep.box),
-        "crop_method": prep.crop_method,
-        "predicted_frames": {c: int(n) for c, n in zip(names, counts)},
-        "mean_probability": {c: round(float(p), 6) for c, p in zip(names, probs.mean(axis=0))},
-        "saliency": saliency,
-        "model": {"provenance": model.spec.get("provenance", {}), "usssl_version": model.spec.get("usssl_version"),
-                  "clip_frames": model.spec["models"]["planes"]["clip_frames"]},
-    }
 
 
 @dataclass
@@ -302,7 +199,7 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     for item in map(Path, inputs):
         if item.is_dir():
             files += [p for p in sorted(item.rglob("*"))
-                      if p.is_file() and not p.name.startswith(".") and _reader(p) is not None]  # fmt: skip
+                      if p.is_file() and not p.name.startswith(".") and reader_of(p) is not None]  # fmt: skip
         else:
             files.append(item)  # a missing or unsupported file is reported when it is reached
     return files
@@ -313,7 +210,7 @@ def output_names(files: list[Path], keep_names: bool) -> list[str]:
     if not keep_names:
         width = max(3, len(str(len(files))))
         return [f"input-{k:0{width}d}" for k in range(1, len(files) + 1)]
-    from usssl.data.ingest_recording import recording_stem
+    from usssl.io.registry import recording_stem
 
     names, seen = [], {}
     for path in files:
@@ -334,7 +231,7 @@ def _scrub(message: str, path: Path, name: str) -> str:
 def predict_files(model_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, *, every: int = 10,
                   batch_size: int = 32, keep_names: bool = False, progress: bool = False,
                   report: str | Path | None = None) -> PredictSummary:  # fmt: skip
-    """Run an export on every input and write its outputs (module docstring).
+    """Run an export on every input and write its outputs (``usssl predict``; module docstring).
 
     Args:
         model_dir: folder written by ``usssl.downstream.export.export_model``.
@@ -364,16 +261,16 @@ def predict_files(model_dir: str | Path, inputs: list[str | Path], out_dir: str 
     names = output_names(files, keep_names)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    with _Progress(progress) as bar:
+    with progress_bar("predict", len(files), progress, transient=True) as bar:
         for position, (path, name) in enumerate(zip(files, names), start=1):
             t0 = time.time()
             tmp = out / f".tmp-{name}"
             shutil.rmtree(tmp, ignore_errors=True)
             try:
-                bar.start(name)
+                bar.reset(f"{name}: reading")
                 prep = prepare_frames(path, model.spec["input"])
                 keep = set(range(0, len(prep.frames), every)) if every else set()
-                bar.total(name, len(prep.frames))
+                bar.reset(f"{name}: predicting", len(prep.frames))
                 result = run_models(model, prep.frames, batch_size, keep, on_batch=bar.advance)
                 tmp.mkdir()
                 summary = write_outputs(tmp, model, prep, result, every)
@@ -401,89 +298,3 @@ def predict_files(model_dir: str | Path, inputs: list[str | Path], out_dir: str 
             writer.writerows({"input": str(p), **{k: r[k] for k in ("name", "status", "reason")}}
                              for p, r in zip(files, rows))  # fmt: skip
     return summary
-
-
-class _Progress:
-    """A rich progress bar over the frames of the current input, or nothing."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.bar, self.task = None, None
-        if enabled:
-            from rich.progress import Progress
-
-            self.bar = Progress(transient=True)
-
-    def __enter__(self) -> _Progress:
-        if self.bar is not None:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-
-    def start(self, name: str) -> None:
-        if self.bar is not None:
-            if self.task is not None:
-                self.bar.remove_task(self.task)
-            self.task = self.bar.add_task(f"{name}: reading", total=None)
-
-    def total(self, name: str, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, description=f"{name}: predicting", total=n, completed=0)
-
-    def advance(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
-
-
-# ----------------------------------------------------------------------------- CLI
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``usssl predict`` to the ``usssl`` sub-command parsers."""
-    p = subparsers.add_parser(
-        "predict", help="run an exported model on DICOMs or videos (research use only)",
-        description="Per-frame standard-plane probabilities and saliency maps from an exported model "
-                    "(folder with model.pt2 and preprocessing.json). Frames are cropped, resampled and "
-                    "resized exactly as `usssl ingest` does. Research use only, not for clinical decisions.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="export folder (model.pt2, preprocessing.json)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM, video or NIfTI files, or folders of them")
-    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    p.add_argument("--every", type=_non_negative, default=10, metavar="N",
-                   help="write a saliency PNG every N-th frame (0: none; default 10)")
-    p.add_argument("--batch-size", type=_positive, default=32, metavar="B", help="clips per forward pass (default 32)")
-    p.add_argument("--keep-names", action="store_true",
-                   help="name outputs after the input files (these may name patients) instead of input-001, …")
-    p.add_argument("--report", metavar="CSV",
-                   help="also write input path → output name and status here "
-                        "(outside --out: paths may name patients)")
-    p.set_defaults(func=cmd_predict)
-    return p
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    """Run ``usssl predict``; exit code 0 when at least one input succeeded, else 1."""
-    from usssl.downstream.export import DISCLAIMER
-
-    summary = predict_files(args.model_dir, args.inputs, args.out, every=args.every, batch_size=args.batch_size,
-                            keep_names=args.keep_names, progress=True, report=args.report)  # fmt: skip
-    for row in summary.rows:
-        detail = f"{row['n_frames']} frames" if row["status"] == "ok" else row["reason"]
-        print(f"{row['name']}: {row['status']} ({detail})")
-    print(f"predicted {summary.n_ok} input(s), failed {summary.n_failed}; outputs in {summary.out_dir}")
-    print(DISCLAIMER)
-    return 0 if summary.n_ok else 1

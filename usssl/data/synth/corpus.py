@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from usssl.data.synth_anatomy import PLANES
-from usssl.data.synth_render import FanGeometry, fan_geometry
-from usssl.data.synth_scan import ScanData, SpokenWord, SubjectInfo, render_scan
+from usssl.data.synth.anatomy import PLANES
+from usssl.data.synth.render import FanGeometry, fan_geometry
+from usssl.data.synth.scan import ScanData, SpokenWord, SubjectInfo, render_scan
+from usssl.engine.progress import progress as progress_bar
 from usssl.errors import ConfigError
-from usssl.speech.voice import VOICES, speak
+from usssl.data.synth.voice import VOICES, speak
 
 __all__ = ["PLANES", "ScanData", "SpokenWord", "SubjectInfo", "FanGeometry", "fan_geometry",
            "generate", "render_scan", "DEPTH_CM"]
@@ -65,7 +66,7 @@ def _check(subjects: int, voice: str, duration_s: float, fps: int, size: tuple[i
 
 def _write_subject(out: Path, k: int, seed: int, settings: dict, write_dicom: bool) -> dict:
     """Render subject ``k``, write its MP4, mask and DICOM; return its CSV rows."""
-    from usssl.data.synth_write import write_dicom as _write_dicom, write_mp4
+    from usssl.data.synth.write import write_dicom as _write_dicom, write_mp4
 
     scan = render_scan(k, seed, **settings)
     write_mp4(out / "videos" / f"{scan.name}.mp4", scan.frames, scan.audio, scan.fps,
@@ -127,14 +128,10 @@ def generate(out: Path, subjects: int = 12, seed: int = 0, voice: str = "builtin
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(job, k) for k in range(subjects)]
-        if progress:
-            from rich.progress import Progress
-
-            with Progress(transient=True) as bar:
-                task = bar.add_task("synthetic scans", total=subjects)
-                for fut in futures:
-                    fut.result()
-                    bar.advance(task)
+        with progress_bar("synthetic scans", subjects, progress, transient=True) as bar:
+            for fut in futures:
+                fut.result()
+                bar.advance()
         results = [fut.result() for fut in futures]
 
     for name, fields in (("labels", _LABEL_FIELDS), ("speech", _SPEECH_FIELDS),

@@ -2,7 +2,7 @@
 
 import torch
 
-from usssl.data.transforms import AugmentParams, ClipAugment
+from usssl.data.augment import AugmentParams, ClipAugment
 
 
 def params(b, **changes):
@@ -34,3 +34,16 @@ def test_one_draw_per_clip_applied_to_every_frame():
     assert torch.allclose(out, out[:, :, :1].expand_as(out))  # frames within a clip stay identical
     assert not torch.allclose(out[0], out[1])  # clips get different draws
     assert out.min() >= 0 and out.max() <= 1
+
+
+def test_warp_clips_identity_and_a_half_width_shift():
+    from usssl.data.augment import warp_clips
+
+    video = torch.rand(2, 1, 3, 4, 6)
+    eye = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).repeat(2, 1, 1)
+    assert torch.allclose(warp_clips(video, eye), video, atol=1e-6)
+    shift = eye.clone()
+    shift[:, 0, 2] = 1.0  # sample from x + 1 (normalised): half the width to the right
+    out = warp_clips(video, shift, "zeros")
+    assert torch.allclose(out[..., :3], video[..., 3:], atol=1e-6)  # every frame moved alike
+    assert torch.count_nonzero(out[..., 4:]) == 0  # beyond the right edge: zero padding

@@ -1,0 +1,188 @@
+"""The settings of each pipeline stage (``- ingest: {...}``, ``- pretrain: {...}``, …)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, create_model, model_validator
+
+from usssl.config.base import Strict
+from usssl.config.methods import METHOD_SETTINGS, SpeechConfig
+from usssl.config.sections import EncoderConfig, OptimizerConfig
+
+
+class SplitConfig(Strict):
+    """Subject-level split fractions (never by frame or clip)."""
+
+    val: float = Field(0.0, ge=0.0, lt=1.0)
+    test: float = Field(0.34, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
+class IngestConfig(Strict):
+    """Read recordings, crop to the imaging region, resample, and write the cache."""
+
+    size: tuple[int, int] = Field((64, 64), description="cached frame height, width in pixels")
+    fps: float | None = Field(15.0, gt=0, description="cached frame rate; null keeps the source rate")
+    audio: bool = Field(True, description="keep the narration (false drops it: it may contain names)")
+    audio_rate: int = Field(16000, ge=8000)
+    crop: Literal["auto", "none"] | tuple[int, int, int, int] = Field(
+        "auto", description="'auto' (ultrasound regions or motion), 'none', or [x0, y0, x1, y1]"
+    )
+    drop_frozen: bool = Field(False, description="drop frozen/duplicate frames (always flagged in flags.npy bit 0)")
+    drop_doppler: bool = Field(False, description="drop colour-Doppler frames (always flagged in flags.npy bit 1)")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    workers: int = Field(2, ge=1)
+    overwrite: bool = False
+
+
+class PretrainBase(Strict):
+    """Self-supervised pretraining on the training subjects only (the settings every method shares;
+    ``PretrainConfig`` adds one ``<method>: {...}`` block per registered method)."""
+
+    method: str = Field("video_speech", description="the self-supervised method (see METHOD_SETTINGS)")
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    speech: SpeechConfig = Field(default_factory=SpeechConfig)
+    temperature: float = Field(0.1, gt=0)
+    projection_dim: int = Field(64, ge=8)
+    max_epochs: int = Field(10, ge=1)
+    max_steps: int = -1
+    batch_size: int = Field(64, ge=2)
+    pairs_per_epoch: int | None = Field(
+        2048, ge=16, description="pairs drawn per epoch; null: K per high-affinity interval"
+    )
+    augment: bool = Field(True, description="temporally consistent flip/affine/gamma on the video")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
+                             description="name of this pretrained encoder (default: the method); needed "
+                             "to tell several pretrain stages apart in finetune.inits")
+    exclude_fold: int | None = Field(
+        None, ge=0, description="pretrain on every subject outside this fold of finetune's k folds "
+        "(null: the ingest split's training subjects)")
+
+
+METHOD_HELP = {"video_speech": "Jiao MICCAI 2020", "order_transform": "Jiao ISBI 2020", "cvrl": "Qian CVPR 2021"}
+
+
+def build_pretrain_config(settings: dict[str, type[Strict]] | None = None) -> type[PretrainBase]:
+    """``PretrainConfig`` for the methods of ``settings`` (default: ``METHOD_SETTINGS``): ``method`` is
+    one of their names and each gets its settings block under its own name."""
+    settings = METHOD_SETTINGS if settings is None else settings
+    names = tuple(settings)
+    described = ", ".join(f"{n} ({METHOD_HELP[n]})" if n in METHOD_HELP else n for n in names)
+    fields: dict[str, Any] = {"method": (Literal[names], Field(names[0], description=described))}
+    fields |= {name: (cls, Field(default_factory=cls)) for name, cls in settings.items()}
+    return create_model("PretrainConfig", __base__=PretrainBase, __doc__=PretrainBase.__doc__,
+                        __module__=__name__, **fields)
+
+
+PretrainConfig = build_pretrain_config()
+
+
+class FinetuneConfig(Strict):
+    """Transfer to standard-plane detection from each initialisation (METHODS.md §3).
+
+    Every initialisation gets the same protocol (optimizer, epochs, augmentation, sampling, folds,
+    seeds), so the comparison against random initialisation is paired.
+    """
+
+    inits: list[str] = Field(
+        default_factory=lambda: ["random", "pretrain"],
+        description="random; pretrain (every pretrain stage) or a pretrain stage's name; supervised (an "
+        "encoder first trained with 100% of the fold's labels: a reference, not self-supervised)")
+    protocols: list[Literal["linear", "finetune", "knn"]] = Field(
+        default_factory=lambda: ["linear", "finetune"],
+        description="linear: frozen encoder + logistic regression; finetune: everything trains; knn: "
+        "k-nearest-neighbour vote on frozen features")
+    label_fractions: list[float] = Field(default_factory=lambda: [0.1, 1.0],
+                                         description="nested fractions of the labelled training frames")
+    cv: Literal["split", "kfold"] = Field(
+        "split", description="split: train on the ingest's train subjects, test on its test subjects; "
+        "kfold: subject-level k-fold over every subject (stratified by label)")
+    folds: int = Field(3, ge=2, description="kfold: number of folds (the papers: 3)")
+    run_folds: list[int] | None = Field(None, description="kfold: only these folds (0-based); null: all")
+    frame_stride: int = Field(2, ge=1, description="use every n-th cached frame (the papers: 8 at 30 fps)")
+    max_epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=2)
+    samples_per_epoch: int = Field(
+        1024, ge=16, description="class-balanced draws per fine-tuning epoch: planes equally, plus one "
+        "background frame per plane frame when the classes include 'background'")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    encoder_lr_scale: float = Field(1.0, gt=0, le=1, description="fine-tune: encoder lr = lr × this")
+    augment: bool = Field(True, description="protocol augmentation: flip, ±10° rotation, zoom, gamma")
+    linear_epochs: int = Field(100, ge=1, description="epochs of the linear probe on frozen features")
+    knn_k: int = Field(20, ge=1, description="knn: neighbours that vote")
+    knn_temperature: float = Field(0.07, gt=0, description="knn: vote weight exp(cosine / τ)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "FinetuneConfig":
+        for f in self.label_fractions:
+            if not 0.0 < f <= 1.0:
+                raise ValueError(f"label fraction {f} must be in (0, 1]")
+        for f in self.run_folds or []:
+            if not 0 <= f < self.folds:
+                raise ValueError(f"run_folds: fold {f} does not exist (folds are 0..{self.folds - 1})")
+        return self
+
+
+class EvaluateConfig(Strict):
+    """Score every fine-tuned model on its held-out subjects and write the report."""
+
+    frame_stride: int = Field(1, ge=1)
+    title: str = Field("Standard-plane detection", description="the report's heading (the task)")
+    paper_reference: bool = Field(True, description="append the papers' fetal-plane numbers as a separate "
+                                  "reference block (turn off for other tasks)")
+    level: Literal["frame", "recording"] = Field(
+        "frame", description="score frames, or recordings (clip probability = mean over its frames; truth = its "
+        "most frequent label): for clip-level labels such as a diagnosis")
+    bootstrap: int = Field(1000, ge=0, description="bootstrap replicates (over subjects) for 95% intervals; 0: off")
+    confusion_plots: Literal["all", "best", "none"] = Field(
+        "all", description="confusion-matrix PNGs: every (init, protocol, fraction), the best one, or none")
+
+
+class SaliencyConfig(Strict):
+    """Gaze-saliency transfer: ground-truth maps, decoder, training and outputs."""
+
+    window_frames: int = Field(2, ge=0, description="gaze of the cached frames within ± this many frames of a "
+                               "frame forms its ground truth; frames with no gaze in the window are skipped")
+    frame_stride: int = Field(1, ge=1, description="use every n-th cached frame (the protocol: every 8th at 30 fps)")
+    clip_frames: int = Field(1, ge=1, description="frames per input clip centred on the frame (1: single frame; "
+                             "3-D encoders may want more)")
+    sigma_px: float = Field(2.0, gt=0, description="Gaussian σ of the ground truth in cached pixels "
+                            "(unless sigma_deg)")
+    sigma_deg: float | None = Field(None, gt=0, description="σ in degrees of visual angle (the protocol: about 1); "
+                                    "needs screen_width_px, screen_width_mm and distance_mm")
+    screen_width_px: int | None = Field(None, gt=0, description="viewing geometry: screen width in pixels")
+    screen_width_mm: float | None = Field(None, gt=0, description="viewing geometry: screen width in mm")
+    distance_mm: float | None = Field(None, gt=0, description="viewing geometry: eye-to-screen distance in mm")
+    display_scale: float = Field(1.0, gt=0, description="screen pixels per source-video pixel, as the "
+                                 "sonographer saw the video")
+    decoder_channels: int = Field(32, ge=1, description="channels of the upsampling decoder")
+    decoder_blocks: int = Field(2, ge=0, description="×2 upsampling blocks before the final resize to the input size")
+    freeze_encoder: bool = Field(True, description="true: only the decoder trains; false: fine-tune the encoder too")
+    epochs: int = Field(5, ge=1, description="passes over the training frames")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
+    batch_size: int = Field(16, ge=1, description="frames per training batch")
+    hflip: bool = Field(True, description="flip half the training frames left-right, with their ground truth")
+    n_overlays: int = Field(4, ge=0, description="test frames drawn as frame | prediction | ground truth PNGs")
+    inits: list[str] = Field(default_factory=lambda: ["random", "pretrain"],
+                             description="pipeline stage: encoders to transfer (random; pretrain = every "
+                             "pretrain stage; or a pretrain stage's name); train split → test split")
+
+    @model_validator(mode="after")
+    def _geometry_with_degrees(self) -> "SaliencyConfig":
+        missing = [k for k in ("screen_width_px", "screen_width_mm", "distance_mm") if getattr(self, k) is None]
+        if self.sigma_deg is not None and missing:
+            raise ValueError(f"sigma_deg needs the viewing geometry: set {', '.join(missing)} (or use sigma_px)")
+        return self
+
+
+class ExportConfig(Strict):
+    """Export a fine-tuned plane classifier (+ its saliency model) for ``usssl predict``."""
+
+    model: str = Field("best", description="best: the highest mean macro F1 of the evaluate stage (linear or "
+                       "finetune); or a model tag from finetune/manifest.json, e.g. video_speech-finetune-1")
+    saliency: bool = Field(True, description="include the saliency model trained for the same init, when one exists")
+
+

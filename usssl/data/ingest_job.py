@@ -1,0 +1,305 @@
+"""Ingest of one recording: read, crop, mask, resample, flag, and write its shard.
+
+``ingest_one`` is the top-level (spawn-safe) worker that ``usssl.data.ingest`` runs for each file's
+job; the frame path it shares with ``usssl predict`` is ``usssl.data.frames``, the readers are picked
+by ``usssl.io.registry``. The whole per-recording pipeline is described in ``usssl.data.ingest``'s
+docstring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from usssl.data import cache as cache_io
+from usssl.config import IngestConfig
+from usssl.engine.progress import progress as progress_bar
+from usssl.errors import DataError, UssslError
+from usssl.io.audio import read_audio
+from usssl.io.recording import Recording
+from usssl.io.audio import narration_file
+from usssl.io.dicom import dicom_subject_id
+from usssl.io.registry import reader_for, recording_stem
+from usssl.io.tables import Tables
+from usssl.io.video import relative_source
+from usssl.privacy.pseudonym import pseudonym
+from usssl.data.frames import ImagingGeometry, grey, imaging_geometry, resampled_blocks
+from usssl.privacy.region import colour_fraction, map_points
+
+log = logging.getLogger(__name__)
+
+FROZEN_MAD = 0.5  # mean absolute grey-level difference below which a frame repeats the last one
+DOPPLER_FRACTION = 0.01  # share of coloured pixels in the region from which a frame is colour Doppler
+
+
+def result_row(job: dict, status: str, reason: str, info: dict | None, source: dict | None = None) -> dict:
+    """One ingest_report.csv row (``cache.REPORT_COLUMNS``), plus the shard info for the index.
+
+    ``frames``, ``fps`` and ``duration_s`` describe the SOURCE recording (its header or
+    container), from the shard's info when it was ingested, else from ``source`` (what the
+    reader saw before a later step failed) when given, else empty.
+    """
+    if info is not None:
+        frames, fps = info.get("source_frames"), info.get("source_fps")
+        duration = info.get("source_duration_s", frames / fps if frames and fps else None)
+    elif source is not None:
+        frames, fps, duration = source["frames"], source["fps"], source["duration_s"]
+    else:
+        frames = fps = duration = None
+    return {"source": job["source"], "status": status, "reason": reason, "frames": frames,
+            "duration_s": None if duration is None else round(float(duration), 4),
+            "fps": None if fps is None else round(float(fps), 4), "shard": job["shard"],
+            "cached_frames": int(info["n_frames"]) if info else 0, "info": info}  # fmt: skip
+
+
+def ingest_one(job: dict) -> dict:
+    """Ingest one recording described by a ``_make_jobs`` dict (top level: spawn-safe).
+
+    Returns its report row: ``ok``, or ``failed`` with the reason (the file cannot be read or
+    decoded, or ingest refuses it); the absolute path never appears in the reason.
+    """
+    seen: dict = {}  # the source's frames / fps / duration, once the reader has opened it
+    try:
+        return result_row(job, "ok", "", _ingest(job, seen))
+    except Exception as exc:  # bad input is data: recorded in the report, the run goes on
+        reason = str(exc) if isinstance(exc, UssslError) else f"{type(exc).__name__}: {exc}"
+        reason = reason.replace(str(Path(job["path"]).resolve()), job["source"])
+        return result_row(job, "failed", reason.replace(job["path"], job["source"]), None, seen or None)
+
+
+def _ingest(job: dict, seen: dict) -> dict:
+    path, size = Path(job["path"]), job["size"]
+    found = reader_for(path)
+    if found is None:
+        raise DataError(f"{path}: not a recording usssl can read (unknown extension, no DICOM magic)")
+    rec = found[1](path, Path(job["root"]), audio=job["audio"], audio_rate=job["audio_rate"])
+    seen.update(frames=int(rec.n_frames), fps=float(rec.fps), duration_s=float(rec.duration_s))
+    geo = imaging_geometry(rec, path, job["crop"], job["fps"])
+    narration = _attach_narration(rec, job)
+    src_idx, box, static = geo.src_idx, geo.box, geo.static  # (T,); (x0, y0, x1, y1); (H, W) or None
+    fps = float(job["fps"] or rec.fps)
+    writer = cache_io.ShardWriter(Path(job["out"]), job["shard"], len(src_idx), size)
+    try:
+        flags, written = _write_frames(geo, size, writer, job["drop_frozen"], job["drop_doppler"])
+        if len(written) and not written.any():
+            raise DataError(f"{rec.source}: every frame is flagged and dropped (ingest.drop_frozen / "
+                            "ingest.drop_doppler)")  # fmt: skip
+        src_idx = src_idx[: len(flags)][written]
+        labels = np.full(writer.n, -1, np.int16)
+        if job["labels"] is not None:
+            labels = _per_frame(job["labels"], rec.n_frames, -1, np.int16)[src_idx]
+        gaze = np.full((writer.n, 2), np.nan, np.float32)
+        if job["gaze"] is not None:
+            gaze = map_points(_per_frame(job["gaze"], rec.n_frames, np.nan, np.float64)[src_idx], box, size)
+            outside = (gaze < -0.5) | (gaze > np.array([size[1], size[0]]) - 0.5)
+            gaze[outside.any(axis=1)] = np.nan
+        audio = None
+        if job["audio"] and rec.audio is not None:
+            audio = _cached_audio(rec.audio, written, fps, job["audio_rate"])
+        spacing = _cached_spacing(rec.spacing_mm, box, size)  # (row, column) mm or None
+        info = {"subject": job["subject"], "fps": fps, "height": int(size[0]), "width": int(size[1]),
+                "has_audio": audio is not None, "has_speech": _has_speech(audio, job["audio_rate"]),
+                "n_labelled": int((labels >= 0).sum()), "crop_box": list(box),
+                "spacing_mm": None if spacing is None else list(spacing),
+                "spacing_mm_x": None if spacing is None else spacing[1],
+                "spacing_mm_y": None if spacing is None else spacing[0],
+                "static_pixels": 0 if static is None else int(static.sum()),
+                "colour": geo.colour, "narration_file": narration is not None,
+                "n_frozen": int((flags & cache_io.FLAG_FROZEN).astype(bool).sum()),
+                "n_doppler": int((flags & cache_io.FLAG_DOPPLER).astype(bool).sum()),
+                "n_dropped": int((~written).sum()), "source_format": job["format"],
+                "source_fps": float(rec.fps), "source_frames": int(rec.n_frames),
+                "source_duration_s": float(rec.duration_s),
+                "source_height": int(rec.height), "source_width": int(rec.width),
+                "manufacturer": rec.meta.get("manufacturer") or None,
+                "input_digest": job["input_digest"]}  # fmt: skip
+        return writer.finish(audio=audio, labels=labels, gaze=gaze, flags=flags[written], info=info)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _attach_narration(rec: Recording, job: dict) -> str | None:
+    """Use the same-named WAV/FLAC as narration when ``rec`` has no audio track; returns its source."""
+    if not job["narration"] or not job["audio"] or rec.audio is not None:
+        return None
+    rec.audio, rec.sample_rate = read_audio(job["narration"], job["audio_rate"])
+    return job["narration"]
+
+
+def _cached_spacing(spacing: tuple[float, float] | None, box, size) -> tuple[float, float] | None:
+    """Source (row, column) spacing in mm -> the cached pixel's, after the crop and the resize."""
+    if spacing is None:
+        return None
+    x0, y0, x1, y1 = box
+    return float(spacing[0]) * (y1 - y0) / size[0], float(spacing[1]) * (x1 - x0) / size[1]
+
+
+def _cached_audio(audio: np.ndarray, written: np.ndarray, fps: float, rate: int) -> np.ndarray:
+    """The narration of the written frames: (n,) float32, sample 0 at cached frame 0.
+
+    Without dropped frames this is the audio from the first frame for T / fps seconds (zeros where
+    it is shorter). Where frames were dropped, the audio of each dropped frame's 1 / fps interval
+    is cut out too, so cached frame k still sits at sample k / fps * rate.
+    """
+    if written.all():
+        n_audio = int(round(len(written) / fps * rate))
+        out = np.zeros(n_audio, np.float32)
+        out[: min(n_audio, len(audio))] = audio[:n_audio]
+        return out
+    bounds = np.round(np.arange(len(written) + 1) * rate / fps).astype(np.int64)  # (P + 1,)
+    padded = np.zeros(int(bounds[-1]), np.float32)
+    padded[: min(len(padded), len(audio))] = audio[: len(padded)]
+    return padded[np.repeat(written, np.diff(bounds))]
+
+
+def _write_frames(geo: ImagingGeometry, size, writer: cache_io.ShardWriter, drop_frozen: bool = False,
+                  drop_doppler: bool = False) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Crop, blank, resize (``resampled_blocks``), flag and append the kept frames.
+
+    Returns:
+        flags (P,) uint8 of every resampled frame decoded (bit 0 frozen, bit 1 colour Doppler) and
+        written (P,) bool: False where the frame was dropped by ``drop_frozen`` / ``drop_doppler``.
+    """
+    x0, y0, x1, y1 = geo.box
+    small_keep = None  # the region in cached pixels, where colour is counted
+    if geo.keep is not None:
+        small_keep = cv2.resize(geo.keep[y0:y1, x0:x1].astype(np.uint8) * 255, (int(size[1]), int(size[0])),
+                                interpolation=cv2.INTER_AREA) >= 128  # fmt: skip
+    flags, written, prev = [], [], None
+    for small in resampled_blocks(geo, size):  # (t, h, w[, 3])
+        doppler = np.zeros(len(small), bool)
+        if small.ndim == 4:  # colour: flag Doppler, then grey
+            doppler = colour_fraction(small, small_keep) >= DOPPLER_FRACTION
+            small = grey(small)
+        ref = np.concatenate([small[:1] if prev is None else prev, small[:-1]]).astype(np.int16)
+        mad = np.abs(small.astype(np.int16) - ref).mean(axis=(1, 2))  # (t,)
+        frozen = mad < FROZEN_MAD
+        if prev is None:
+            frozen[0] = False
+        drop = (frozen & drop_frozen) | (doppler & drop_doppler)
+        writer.append(small[~drop])
+        flags.append(frozen.astype(np.uint8) * cache_io.FLAG_FROZEN
+                     | doppler.astype(np.uint8) * cache_io.FLAG_DOPPLER)  # fmt: skip
+        written.append(~drop)
+        prev = small[-1:]
+    if not flags:
+        return np.zeros(0, np.uint8), np.zeros(0, bool)
+    return np.concatenate(flags), np.concatenate(written)
+
+
+def _per_frame(table: tuple[np.ndarray, np.ndarray], n: int, fill, dtype) -> np.ndarray:
+    """Spread (frame indices, values) over (n, ...) source frames, ``fill`` elsewhere."""
+    index, values = table
+    out = np.full((n, *values.shape[1:]), fill, dtype=dtype)
+    keep = (index >= 0) & (index < n)
+    out[index[keep]] = values[keep]
+    return out
+
+
+def _has_speech(audio: np.ndarray | None, rate: int) -> bool:
+    if audio is None:
+        return False
+    try:
+        from usssl.speech.vad import speech_fraction
+    except ImportError:  # TODO(vad): usssl.speech.vad not available; has_speech stays False
+        return False
+    return bool(speech_fraction(audio, rate) > 0.02)
+
+
+# ----------------------------------------------------------------------------- jobs
+def lone_audio_rows(audio_files: list[tuple[Path, Path]], jobs: list[dict]) -> list[dict]:
+    """Report rows for WAV/FLAC files that are nobody's narration (audio alone is not a shard)."""
+    used = {str(Path(job["narration"]).resolve()) for job in jobs if job["narration"]}
+    rows = []
+    for path, root in audio_files:
+        if str(path.resolve()) not in used:
+            job = {"source": relative_source(path, root), "shard": ""}
+            rows.append(result_row(job, "skipped", "audio-only file: not a recording (no frames); a WAV/FLAC "
+                                "with the same name as a video, DICOM or NIfTI file beside it is used as "
+                                "that recording's narration", None))  # fmt: skip
+    return rows
+
+
+def make_jobs(files: list[tuple[Path, Path]], tables: Tables, key: bytes, out: Path,
+               cfg: IngestConfig) -> list[dict]:  # fmt: skip
+    """One plain (picklable) dict per recording for the worker processes."""
+    sources = [relative_source(path, root) for path, root in files]
+    clashes = {s for s in sources if sources.count(s) > 1}
+    jobs, unnamed = [], 0
+    for (path, root), source in zip(files, sources):
+        stem = recording_stem(path)
+        found = reader_for(path)
+        fmt = found[0] if found is not None else "unknown"
+        patient_id = tables.subjects.get(stem)
+        if patient_id is None and fmt == "dicom":
+            patient_id = dicom_subject_id(path)  # PatientID, else StudyInstanceUID; hashed below
+        unnamed += patient_id is None
+        subject = pseudonym(patient_id if patient_id is not None else stem, key, kind="subject")
+        shard_key = str(path.resolve()) if source in clashes else source
+        job = {"path": str(path), "root": str(root), "source": source, "out": str(out),
+               "shard": pseudonym(shard_key, key, kind="shard"), "subject": subject,
+               "size": tuple(cfg.size), "fps": cfg.fps, "audio": cfg.audio,
+               "audio_rate": cfg.audio_rate, "crop": cfg.crop,
+               "drop_frozen": bool(getattr(cfg, "drop_frozen", False)),
+               "drop_doppler": bool(getattr(cfg, "drop_doppler", False)),
+               "narration": narration_path(path, stem), "format": fmt,
+               "labels": tables.labels.get(stem), "gaze": tables.gaze.get(stem)}  # fmt: skip
+        job["input_digest"] = input_digest(job)
+        jobs.append(job)
+    if unnamed and tables.subjects:
+        log.warning("%d recording(s) have no row in subjects.csv: each is its own subject", unnamed)
+    return jobs
+
+
+def narration_path(path: Path, stem: str) -> str | None:
+    """The same-named WAV/FLAC beside ``path`` (as a path string), or None."""
+    found = narration_file(path.parent, stem)
+    return str(found) if found is not None else None
+
+
+
+
+def run_jobs(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
+    """``ingest_one`` over ``jobs``, in worker processes ("spawn") when workers > 1."""
+    results = []
+    with progress_bar("ingest", len(jobs), progress, counts=True) as bar:
+        if workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                results.append(ingest_one(job))
+                bar.advance()
+            return results
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+            futures = {pool.submit(ingest_one, job): job for job in jobs}
+            for future in as_completed(futures):
+                try:
+                    results.append(future.result())
+                except Exception as exc:  # the worker process died (e.g. a crash inside FFmpeg)
+                    reason = (f"worker process failed ({exc!r}); if every file failed so, use "
+                              "workers: 1 or start your script under if __name__ == '__main__'")  # fmt: skip
+                    results.append(result_row(futures[future], "failed", reason, None))
+                bar.advance()
+    return results
+
+
+def input_digest(job: dict) -> str:
+    """What a shard was made from (file size and time, subject, labels, gaze, narration file), for
+    resuming."""
+    stat = os.stat(job["path"])
+    h = hashlib.sha256(json.dumps([job["source"], job["subject"], stat.st_size, stat.st_mtime_ns]).encode())
+    if job.get("narration"):
+        side = os.stat(job["narration"])
+        h.update(json.dumps(["narration", side.st_size, side.st_mtime_ns]).encode())
+    for table in (job["labels"], job["gaze"]):
+        for array in table or ():
+            h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
