@@ -75,8 +75,9 @@ def _uids(ds: Dataset) -> set[str]:
 
 
 def test_profile_table_names_real_attributes():
-    assert None not in PROFILE and set(PROFILE.values()) == {"X", "Z"}
-    assert len(PROFILE) > 100
+    assert None not in PROFILE
+    assert set(PROFILE.values()) == {"X", "Z", "D", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*"}
+    assert len(PROFILE) > 600  # the whole Table E.1-1 (tests/privacy/test_deid_table.py checks each)
 
 
 def test_phi_private_tags_and_nested_sequences_are_cleaned(phi_file, tmp_path):

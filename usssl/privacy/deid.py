@@ -1,36 +1,59 @@
-"""DICOM header de-identification: PS3.15 Basic Application Level Confidentiality Profile.
+"""DICOM header de-identification: PS3.15 Table E.1-1, the Basic Profile and two of its options.
 
-The profile is PS3.15 Annex E, Table E.1-1 ("Application Level Confidentiality Profile
-Attributes"). :data:`PROFILE` holds, as a table, the Basic Profile action (X remove, Z empty) of
-the Table E.1-1 attributes that occur in ultrasound objects; where the table allows a choice
-(X/Z, X/Z/D, Z/D) the stricter X is taken, or Z where the attribute is Type 2 in the US IODs.
-Generic rules, applied at every nesting level, cover what a fixed list cannot:
+    >>> report = deidentify_tree("scans/", "shared/", date_shift_days=-31, keep_descriptors=True)
+    >>> report.options, report.write_csv("scans.deid-report.csv")  # the CSV is mode 0600
 
-- private tags (odd groups) are removed (Basic Profile: no Retain Safe Private Option);
+The table (PS3.15 Annex E, Table E.1-1, edition :data:`EDITION`) is data, generated from the
+``dicom-anonymizer`` package into :mod:`usssl.privacy.ps315_table` (``tools/make_ps315_table.py``):
+every attribute with its Basic Profile action and whether two option columns mark it C.
+
+Actions, resolved per attribute by :func:`resolve_action` for the file's SOP class:
+
+- X remove (a sequence goes whole, items and all); Z zero length (a sequence: no items);
+  D a dummy value of the VR ("ANONYMIZED", 0, 19000101, 000000, zero bytes; a UI gets the U
+  treatment; a sequence is kept and its items cleaned by these same rules, recursively);
+  U a new UID, ``2.25.<HMAC-SHA256(key, uid)>``, the same everywhere through ``uid_map``, so one
+  study's files still reference each other, and the same in later runs with the same key.
+- Combinations (X/Z, X/D, Z/D, X/Z/D, X/Z/U*) take the strictest action that keeps the object
+  valid: X, unless the attribute is Type 1 or 2 in the file's US IOD (:data:`US_IOD_TYPES`: US
+  Image, US Multi-frame Image, Enhanced US Volume), then Z for Type 2 and D for Type 1 (Z/D: Z
+  unless Type 1). For other SOP classes the combinations resolve as for no requirement.
+- C (clean), in the option columns only: with ``date_shift_days`` (Retain Longitudinal Temporal
+  Information with Modified Dates) the column's DA/DT attributes are shifted, its TM kept; with
+  ``keep_descriptors`` the Clean Descriptors column's attributes are kept (K) as they are: no
+  automatic cleaning of free text is attempted, so a person must read them before release.
+  Without the option, C is no action: the Basic one applies (descriptors are removed).
+- K keep: what an applied option resolves to. ``date_shift_days=0`` keeps the real dates
+  (Retain Longitudinal Temporal Information with Full Dates).
+
+Generic rules, applied at every nesting level to what the table does not list:
+
+- private tags (odd groups) are removed (no Retain Safe Private Option);
 - curves (50xx) and overlays (60xx, bitmaps that can hold burned-in text) are removed;
-- every UID that is not a well-known DICOM UID (SOP classes, transfer syntaxes, coding schemes…)
-  is replaced by ``2.25.<HMAC-SHA256(key, uid)>`` — Table E.1-1 "U" — consistently through
-  ``uid_map``, so one study's files still reference each other;
-- dates (DA, DT) are shifted by ``date_shift_days`` (Retain Longitudinal Temporal Information
-  with Modified Dates Option, times of day kept) or, without a shift, emptied with the times (TM);
-- person names (PN) anywhere are emptied;
-- free text (LT, ST, UT), standard tags of unknown VR (UN) and encapsulated documents are removed
-  (stricter than the profile's "C" clean action, which needs a human to read the text).
+- every other UID that is not a well-known DICOM UID (SOP classes, transfer syntaxes, coding
+  schemes) is replaced as U;
+- dates (DA, DT) are shifted by ``date_shift_days``, times (TM) kept, or, without a shift, both
+  emptied; person names (PN) are emptied;
+- free text (LT, ST, UT), standard tags of unknown VR (UN) and embedded Retrieve URLs/AE titles
+  are removed.
 
 Header de-identification does **not** clean pixels: burned-in text (BurnedInAnnotation YES) stays
 in the image. :func:`deidentify_file` therefore refuses such a file when it has no ultrasound
 region to crop to, unless ``allow_burned_in=True``; even with a region, text outside the region
-stays in the shared pixels until the pixels are cropped (as ingest does).
+stays in the shared pixels until the pixels are cropped (as ingest does). docs/privacy.md lists
+what each option keeps.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import hmac
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 
@@ -44,61 +67,112 @@ from pydicom.uid import UID
 from usssl.errors import DataError
 from usssl.io.dicom import DICOM_EXTENSIONS, dicom_subject_id, ultrasound_region
 from usssl.io.video import relative_source
+from usssl.privacy import ps315_table
 from usssl.privacy.pseudonym import pseudonym, subject_key
 
 log = logging.getLogger(__name__)
 
-_X = (  # PS3.15 Table E.1-1: remove
-    # patient
-    "IssuerOfPatientID", "PatientBirthTime", "PatientAge", "PatientSize", "PatientWeight",
-    "PatientAddress", "PatientTelephoneNumbers", "PatientMotherBirthName", "OtherPatientIDs",
-    "OtherPatientIDsSequence", "OtherPatientNames", "PatientBirthName", "MilitaryRank",
-    "BranchOfService", "MedicalRecordLocator", "EthnicGroup", "Occupation", "AdditionalPatientHistory",
-    "PatientComments", "PatientReligiousPreference", "RegionOfResidence", "CountryOfResidence",
-    "PatientState", "PregnancyStatus", "SmokingStatus", "LastMenstrualDate", "MedicalAlerts",
-    "Allergies", "SpecialNeeds", "PatientInsurancePlanCodeSequence", "ResponsiblePerson",
-    "ResponsibleOrganization", "PatientSexNeutered", "ReferencedPatientSequence",
-    "ReferencedPatientPhotoSequence", "PatientTransportArrangements", "AdmissionID",
-    "AdmittingDiagnosesDescription", "AdmittingDiagnosesCodeSequence", "CurrentPatientLocation",
-    "PatientInstitutionResidence", "ServiceEpisodeID", "ServiceEpisodeDescription",
-    "PatientPrimaryLanguageCodeSequence", "ReferencedPatientAliasSequence",
-    # institution, staff, device
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "InstitutionCodeSequence",
-    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
-    "ReferringPhysicianIdentificationSequence", "ConsultingPhysicianName", "PhysiciansOfRecord",
-    "PhysiciansOfRecordIdentificationSequence", "PerformingPhysicianName",
-    "PerformingPhysicianIdentificationSequence", "NameOfPhysiciansReadingStudy",
-    "PhysiciansReadingStudyIdentificationSequence", "RequestingPhysician", "RequestingService",
-    "OperatorsName", "OperatorIdentificationSequence", "ScheduledPerformingPhysicianName",
-    "StationName", "DeviceSerialNumber", "DetectorID", "GantryID", "PlateID", "SoftwareVersions",
-    "ScheduledStationName", "ScheduledStationAETitle", "PerformedStationName",
-    "PerformedStationAETitle", "PerformedLocation", "ScheduledProcedureStepLocation",
-    "OrderEnteredBy", "OrderEntererLocation", "OrderCallbackPhoneNumber", "VerifyingOrganization",
-    # study, request, descriptions
-    "StudyDescription", "SeriesDescription", "StudyComments", "ReasonForStudy",
-    "RequestedProcedureDescription", "RequestedProcedureID", "RequestAttributesSequence",
-    "PerformedProcedureStepID", "PerformedProcedureStepDescription", "ScheduledProcedureStepID",
-    "ScheduledProcedureStepDescription", "ProtocolName", "ImageComments", "FrameComments",
-    "DerivationDescription", "AcquisitionComments", "PlacerOrderNumberImagingServiceRequest",
-    "FillerOrderNumberImagingServiceRequest", "ReferencedStudySequence",
-    "ReferencedPerformedProcedureStepSequence", "ReferencedImageSequence", "SourceImageSequence",
-    # whole objects that may carry any of the above
-    "IconImageSequence", "OriginalAttributesSequence", "ModifiedAttributesSequence",
-    "DigitalSignaturesSequence",
-    # usssl additions (not in Table E.1-1): where the file came from, embedded documents
-    "RetrieveURI", "RetrieveURL", "RetrieveAETitle", "EncapsulatedDocument",
-)  # fmt: skip
-_Z = (  # PS3.15 Table E.1-1: replace with a zero-length value (Type 2 in the US IODs)
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "ReferringPhysicianName",
-    "AccessionNumber", "StudyID", "ContentCreatorName", "VerifyingObserverName",
-)  # fmt: skip
-PROFILE: dict[int, str] = {tag_for_keyword(k): "X" for k in _X} | {tag_for_keyword(k): "Z" for k in _Z}
-"""Tag -> Basic Profile action ("X" remove, "Z" empty), PS3.15 Table E.1-1."""
+EDITION = ps315_table.EDITION
 
+
+def _table() -> tuple[dict[int, str], list[tuple[int, int, str]], dict[int, str]]:
+    tokens = ps315_table.BASIC_PROFILE.split()
+    exact, masked, names = {}, [], {}
+    for tag, action, keyword in zip(tokens[::3], tokens[1::3], tokens[2::3]):
+        if "x" in tag:  # a repeating group: (mask, value)
+            masked.append((int("".join("0" if c == "x" else "F" for c in tag), 16), int(tag.replace("x", "0"), 16),
+                           action))  # fmt: skip
+        else:
+            exact[int(tag, 16)], names[int(tag, 16)] = action, keyword
+    return exact, masked, names
+
+
+PROFILE, PROFILE_MASKS, KEYWORDS = _table()
+"""Tag -> Basic Profile action of Table E.1-1 ("X", "Z", "D", "U", "Z/D", "X/Z", "X/D", "X/Z/D",
+"X/Z/U*"); repeating groups as (mask, value, action); tag -> keyword."""
+_BY_KEYWORD = {keyword: tag for tag, keyword in KEYWORDS.items()}
+MODIFIED_DATES_C = frozenset(_BY_KEYWORD[k] for k in ps315_table.RETAIN_LONGITUDINAL_MODIFIED_DATES.split())
+CLEAN_DESCRIPTORS_C = frozenset(_BY_KEYWORD[k] for k in ps315_table.CLEAN_DESCRIPTORS.split())
+
+US_IMAGE, US_MULTIFRAME, ENHANCED_US_VOLUME = (
+    "1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.3.1", "1.2.840.10008.5.1.4.1.1.6.2")  # fmt: skip
+_IMAGE = {"ContentDate": 2, "ContentTime": 2, "PatientSexNeutered": 2}  # General Image 2C, Patient 2C
+US_IOD_TYPES: dict[str, dict[str, int]] = {  # PS3.3 A.6, A.7, A.59: Table E.1-1 combinations only
+    US_IMAGE: _IMAGE, US_MULTIFRAME: _IMAGE,
+    ENHANCED_US_VOLUME: {**_IMAGE, "ContentDate": 1, "ContentTime": 1,  # Multi-frame Functional Groups
+                         "AcquisitionDateTime": 1,  # Enhanced US Image
+                         "DeviceSerialNumber": 1,  # Enhanced General Equipment
+                         "AcquisitionContextSequence": 2},  # Acquisition Context
+}  # fmt: skip
+"""SOP class -> keyword -> Type (1 or 2) in that IOD, for the attributes whose Table E.1-1 action is
+a combination. PatientSexNeutered is 2C (an animal patient): it counts only with a species."""
+
+RETAIN_DATES, FULL_DATES, KEEP_DESCRIPTORS = (
+    "retain-longitudinal-modified-dates", "retain-longitudinal-full-dates", "keep-descriptors")  # fmt: skip
+OPTIONS = {
+    RETAIN_DATES: "dates shifted by {days} days, times of day kept (PS3.15 Retain Longitudinal "
+                  "Temporal Information with Modified Dates Option, 113107)",
+    FULL_DATES: "real dates and times kept (PS3.15 Retain Longitudinal Temporal Information with Full "
+                "Dates Option, 113106)",
+    KEEP_DESCRIPTORS: "descriptions, comments and labels of the Clean Descriptors Option column kept "
+                      "unchanged: read them before release (not cleaned, so 113105 is not claimed)",
+}  # fmt: skip
+"""Option name -> what it does ({days}: the shift)."""
+_CODES = {"basic": ("113100", "Basic Application Confidentiality Profile"),
+          RETAIN_DATES: ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+          FULL_DATES: ("113106", "Retain Longitudinal Temporal Information Full Dates Option")}  # fmt: skip
+PROFILE_CODE, MODIFIED_DATES_CODE = _CODES["basic"], _CODES[RETAIN_DATES]
+_EXTRA_X = {tag_for_keyword(k) for k in ("RetrieveURI", "RetrieveURL", "RetrieveAETitle")}  # usssl's own
 _FREE_TEXT = {"LT", "ST", "UT"}
 _DATES = {"DA", "DT"}
-PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
-MODIFIED_DATES_CODE = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
+_DUMMY = {"DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000D", "DS": "0", "IS": "0",
+          "AT": 0, **dict.fromkeys(("FL", "FD", "SL", "SS", "SV", "UL", "US", "UV"), 0)}  # fmt: skip
+
+
+def applied_options(date_shift_days: int | None = None, keep_descriptors: bool = False) -> list[str]:
+    """The names of the options these settings apply (keys of :data:`OPTIONS`), in a fixed order."""
+    dates = [] if date_shift_days is None else [FULL_DATES if date_shift_days == 0 else RETAIN_DATES]
+    return dates + ([KEEP_DESCRIPTORS] if keep_descriptors else [])
+
+
+def describe_options(date_shift_days: int | None = None, keep_descriptors: bool = False) -> str:
+    """One line naming the profile, its edition and every applied option, e.g. for the CLI."""
+    names = applied_options(date_shift_days, keep_descriptors)
+    parts = [f"{n}: {OPTIONS[n].format(days=date_shift_days)}" for n in names] or ["no options"]
+    return f"PS3.15 Basic Profile (Table E.1-1, DICOM {EDITION}); " + "; ".join(parts)
+
+
+def option_attributes(name: str) -> list[str]:
+    """Keywords of the Table E.1-1 attributes that option ``name`` keeps (sorted), for the docs."""
+    tags = {RETAIN_DATES: MODIFIED_DATES_C, FULL_DATES: MODIFIED_DATES_C, KEEP_DESCRIPTORS: CLEAN_DESCRIPTORS_C}
+    if name not in tags:
+        raise ValueError(f"unknown option {name!r}; options: {', '.join(OPTIONS)}")
+    return sorted(KEYWORDS[t] for t in tags[name])
+
+
+@cache
+def resolve_action(tag: int, sop_class: str = "", *, retain_dates: bool = False, keep_descriptors: bool = False,
+                   animal: bool = False) -> str | None:  # fmt: skip
+    """The action usssl takes on ``tag`` (module docstring): "X", "Z", "D", "U", "K" (keep) or "C"
+    (a date or time of the Modified Dates column, shifted or kept); None when the table lacks it."""
+    action = PROFILE.get(tag) or next((a for mask, value, a in PROFILE_MASKS if tag & mask == value), None)
+    if action is None:
+        return None
+    if keep_descriptors and tag in CLEAN_DESCRIPTORS_C:
+        return "K"
+    if retain_dates and tag in MODIFIED_DATES_C:
+        return "C"
+    if "/" not in action:
+        return action
+    keyword = KEYWORDS.get(tag, "")
+    required = US_IOD_TYPES.get(sop_class, {}).get(keyword)
+    if keyword == "PatientSexNeutered" and not animal:
+        required = None
+    if required == 1 and ("D" in action or "U" in action):
+        return "D" if "D" in action else "U"
+    if required in (1, 2) or "X" not in action:
+        return "Z" if "Z" in action else "D"
+    return "X"
 
 
 class RefusedError(DataError):
@@ -122,11 +196,22 @@ def _shift(value: str, vr: str, days: int) -> str:
     return moved if vr == "DA" else moved + text[8:]
 
 
-class _Cleaner:
-    """Walks one dataset (recursively) applying PROFILE and the generic rules."""
+def _dummy(vr: str) -> object:
+    """Table E.1-1 "D": a non-empty value consistent with the VR (``vr`` as pydicom spells it)."""
+    vr = vr.split(" or ")[0]
+    if vr in _DUMMY:
+        return _DUMMY[vr]
+    return b"\0" * 8 if vr.startswith("O") or vr == "UN" else "ANONYMIZED"
 
-    def __init__(self, uid_map: dict, key: bytes, days: int | None, patient_id: str | None) -> None:
+
+class _Cleaner:
+    """Walks one dataset (recursively) applying the resolved table actions and the generic rules."""
+
+    def __init__(self, uid_map: dict, key: bytes, days: int | None, patient_id: str | None, *,
+                 sop_class: str, keep_descriptors: bool, animal: bool) -> None:  # fmt: skip
         self.uid_map, self.key, self.days, self.patient_id = uid_map, key, days, patient_id
+        self.options = {"sop_class": sop_class, "retain_dates": days is not None,
+                        "keep_descriptors": keep_descriptors, "animal": animal}  # fmt: skip
 
     def uid(self, old: str) -> str:
         old = str(old).strip()
@@ -136,11 +221,27 @@ class _Cleaner:
             self.uid_map[old] = new_uid(old, self.key)
         return self.uid_map[old]
 
+    def dates(self, elem, vr: str) -> None:
+        """DA/DT shifted (or emptied without a shift), TM kept with a shift, else emptied."""
+        if vr == "TM" or not elem.value:
+            elem.value = elem.value if self.days is not None else None
+            return
+        values = elem.value if elem.VM > 1 else [elem.value]
+        new = [_shift(v, vr, self.days) if self.days is not None else "" for v in values]
+        elem.value = (new if elem.VM > 1 else new[0]) if any(new) else None
+
+    def uids(self, elem) -> None:
+        if elem.value:
+            values = elem.value if elem.VM > 1 else [elem.value]
+            new = [self.uid(v) for v in values]
+            elem.value = new if elem.VM > 1 else new[0]
+
     def clean(self, ds: Dataset) -> None:
         for tag in list(ds.keys()):
             group = tag.group
-            if (tag.is_private or (group & 0xFF00) in (0x5000, 0x6000) or group == 0xFFFE
-                    or PROFILE.get(tag) == "X"):  # fmt: skip  (FFFE: a stray item delimiter)
+            action = resolve_action(int(tag), **self.options)
+            if (tag.is_private or (group & 0xFF00) in (0x5000, 0x6000) or group == 0xFFFE or action == "X"
+                    or tag in _EXTRA_X):  # fmt: skip  (FFFE: a stray item delimiter)
                 del ds[tag]
                 continue
             try:
@@ -149,22 +250,19 @@ class _Cleaner:
                 del ds[tag]
                 continue
             vr = elem.VR
-            if PROFILE.get(tag) == "Z":
-                pid = self.patient_id if tag == 0x00100020 else None
-                elem.value = Sequence([]) if vr == "SQ" else pid
-            elif vr == "SQ":
+            if vr == "SQ" and action != "Z":  # D, U, K or no action: kept, its items cleaned
                 for item in elem.value:
                     self.clean(item)
-            elif vr == "UI" and elem.value:
-                values = elem.value if elem.VM > 1 else [elem.value]
-                new = [self.uid(v) for v in values]
-                elem.value = new if elem.VM > 1 else new[0]
-            elif vr in _DATES and elem.value:
-                values = elem.value if elem.VM > 1 else [elem.value]
-                new = [_shift(v, vr, self.days) if self.days is not None else "" for v in values]
-                elem.value = (new if elem.VM > 1 else new[0]) if any(new) else None
-            elif vr == "TM" and self.days is None:
-                elem.value = None
+            elif action == "Z":  # PatientID (Z/D): the subject pseudonym when there is one
+                elem.value = Sequence([]) if vr == "SQ" else self.patient_id if tag == 0x00100020 else None
+            elif vr == "UI":  # U, D or no action
+                self.uids(elem)
+            elif action == "D":
+                elem.value = _dummy(vr)
+            elif action == "K":
+                continue
+            elif action == "C" or vr in _DATES or vr == "TM":
+                self.dates(elem, vr)
             elif vr == "PN":
                 elem.value = None
             elif vr in _FREE_TEXT or vr == "UN":
@@ -172,37 +270,45 @@ class _Cleaner:
 
 
 def deidentify_dataset(ds: Dataset, uid_map: dict, date_shift_days: int | None, *,
-                       key: bytes | None = None, patient_id: str | None = None) -> Dataset:  # fmt: skip
+                       key: bytes | None = None, patient_id: str | None = None,
+                       keep_descriptors: bool = False) -> Dataset:  # fmt: skip
     """De-identify ``ds`` in place (PS3.15 Table E.1-1, module docstring) and return it.
 
     Args:
         ds: a dataset read with pydicom (its file meta, if any, is rebuilt).
         uid_map: old UID -> new UID, read and extended; share it across the files of a study.
-        date_shift_days: shift every date by this many days, or None to remove dates and times.
+        date_shift_days: shift every date by this many days (Retain Longitudinal Temporal
+            Information option), or None to remove dates and times.
         key: the HMAC key for new UIDs (default: :func:`usssl.privacy.pseudonym.subject_key`).
         patient_id: a pseudonym to store as PatientID (default: empty).
+        keep_descriptors: keep the Clean Descriptors Option's attributes unchanged.
 
     Returns:
-        ``ds``, with PatientIdentityRemoved YES and the method recorded.
+        ``ds``, with PatientIdentityRemoved YES and the profile, edition and options recorded.
     """
     key = subject_key() if key is None else key
-    _Cleaner(uid_map, key, date_shift_days, patient_id).clean(ds)
+    meta = getattr(ds, "file_meta", None)
+    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    animal = "PatientSpeciesDescription" in ds or "PatientSpeciesCodeSequence" in ds
+    _Cleaner(uid_map, key, date_shift_days, patient_id, sop_class=sop_class, keep_descriptors=keep_descriptors,
+             animal=animal).clean(ds)  # fmt: skip
+    options = applied_options(date_shift_days, keep_descriptors)
     ds.PatientIdentityRemoved = "YES"
-    shifted = date_shift_days is not None
-    ds.LongitudinalTemporalInformationModified = "MODIFIED" if shifted else "REMOVED"
+    ds.LongitudinalTemporalInformationModified = (
+        "REMOVED" if date_shift_days is None else "UNMODIFIED" if date_shift_days == 0 else "MODIFIED")  # fmt: skip
     ds.DeidentificationMethod = [  # LO, each value at most 64 characters
-        f"usssl {version('usssl')}", "PS3.15 Basic Application Level Confidentiality Profile",
-        "private tags removed", "UIDs replaced", f"dates {'shifted' if shifted else 'removed'}",
+        f"usssl {version('usssl')}", f"PS3.15 {EDITION} Table E.1-1 Basic Profile", "private tags removed",
+        "UIDs replaced", *options,
     ]  # fmt: skip
-    codes = [PROFILE_CODE] + ([MODIFIED_DATES_CODE] if shifted else [])
+    codes = [_CODES["basic"]] + [_CODES[n] for n in options if n in _CODES]
     ds.DeidentificationMethodCodeSequence = Sequence([_code(*c) for c in codes])
-    if hasattr(ds, "file_meta") and "SOPInstanceUID" in ds:
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", ds.file_meta.get("MediaStorageSOPClassUID"))
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        if "TransferSyntaxUID" in ds.file_meta:
-            meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
-        ds.file_meta = meta  # drops the source AE title and implementation of the sender
+    if meta is not None and "SOPInstanceUID" in ds:
+        new_meta = FileMetaDataset()
+        new_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", meta.get("MediaStorageSOPClassUID"))
+        new_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        if "TransferSyntaxUID" in meta:
+            new_meta.TransferSyntaxUID = meta.TransferSyntaxUID
+        ds.file_meta = new_meta  # drops the source AE title and implementation of the sender
     if hasattr(ds, "preamble"):
         ds.preamble = b"\0" * 128  # a preamble can hold another file format (e.g. TIFF) with PHI
     return ds
@@ -216,7 +322,8 @@ def _code(value: str, meaning: str) -> Dataset:
 
 def deidentify_file(src: str | Path, dst: str | Path, *, uid_map: dict | None = None,
                     date_shift_days: int | None = None, key: bytes | None = None,
-                    patient_id: str | None = None, allow_burned_in: bool = False) -> Path:  # fmt: skip
+                    patient_id: str | None = None, allow_burned_in: bool = False,
+                    keep_descriptors: bool = False) -> Path:  # fmt: skip
     """Read ``src``, de-identify it (:func:`deidentify_dataset`) and write ``dst`` atomically.
 
     Raises:
@@ -238,7 +345,7 @@ def deidentify_file(src: str | Path, dst: str | Path, *, uid_map: dict | None = 
             "the images, then allow burned-in annotation explicitly to share them anyway"
         )
     deidentify_dataset(ds, {} if uid_map is None else uid_map, date_shift_days, key=key,
-                       patient_id=patient_id)  # fmt: skip
+                       patient_id=patient_id, keep_descriptors=keep_descriptors)  # fmt: skip
     _even_fragments(ds)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".tmp-{dst.name}")
@@ -260,31 +367,59 @@ def _even_fragments(ds: Dataset) -> None:
     elem.value = encapsulate(frames)
 
 
+REPORT_FIELDS = ("source", "output", "status", "reason")
+
+
 @dataclass
 class DeidReport:
     """One row per input file: ``source`` (relative to the source root; keep the report with the
     source data, never with the shared copy), ``output`` (relative to the output root), ``status``
-    (ok / refused / failed) and ``reason``."""
+    (ok / refused / failed) and ``reason``; ``options``: the names of the applied options
+    (:func:`applied_options`) and ``summary``: :func:`describe_options`' line."""
 
     rows: list[dict] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+    summary: str = ""
 
     def count(self, status: str) -> int:
         return sum(row["status"] == status for row in self.rows)
 
+    def write_csv(self, path: str | Path) -> Path:
+        """Write the rows as CSV to ``path`` atomically, readable by its owner only (mode 0600):
+        the report maps source paths, which may hold patient names, to the pseudonymous outputs."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{path.name}")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            with os.fdopen(fd, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=REPORT_FIELDS)
+                writer.writeheader()
+                writer.writerows(self.rows)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
 
 def deidentify_tree(src_root: str | Path, dst_root: str | Path, *, date_shift_days: int | None = None,
-                    allow_burned_in: bool = False, key: bytes | None = None) -> DeidReport:  # fmt: skip
+                    allow_burned_in: bool = False, key: bytes | None = None,
+                    keep_descriptors: bool = False) -> DeidReport:  # fmt: skip
     """De-identify every ``*.dcm`` / ``*.dicom`` under ``src_root`` into ``dst_root``.
 
     Outputs are ``dst_root/<subject>/<file>.dcm`` with both names keyed hashes (the subject from
     PatientID, else StudyInstanceUID, as in ingest; never the original name). One UID map is
     shared by all files, so references between them survive. A file that fails or is refused is
-    reported and the others go on. The report is returned, not written into ``dst_root``.
+    reported and the others go on. The report is returned (:meth:`DeidReport.write_csv` writes
+    it), not written into ``dst_root``.
     """
     src_root, dst_root = Path(src_root), Path(dst_root)
     key = subject_key() if key is None else key
     uid_map: dict[str, str] = {}
-    report = DeidReport()
+    report = DeidReport(options=applied_options(date_shift_days, keep_descriptors),
+                        summary=describe_options(date_shift_days, keep_descriptors))  # fmt: skip
     skip = dst_root.resolve()
     files = [p for p in sorted(src_root.rglob("*")) if p.suffix.lower() in DICOM_EXTENSIONS and p.is_file()
              and not p.name.startswith(".") and skip not in p.resolve().parents]  # fmt: skip
@@ -296,7 +431,8 @@ def deidentify_tree(src_root: str | Path, dst_root: str | Path, *, date_shift_da
                "reason": ""}  # fmt: skip
         try:
             deidentify_file(path, out, uid_map=uid_map, date_shift_days=date_shift_days, key=key,
-                            patient_id=subject, allow_burned_in=allow_burned_in)  # fmt: skip
+                            patient_id=subject, allow_burned_in=allow_burned_in,
+                            keep_descriptors=keep_descriptors)  # fmt: skip
         except DataError as exc:
             row.update(status="refused" if isinstance(exc, RefusedError) else "failed", output="",
                        reason=str(exc).replace(str(path), source))  # fmt: skip
@@ -304,6 +440,6 @@ def deidentify_tree(src_root: str | Path, dst_root: str | Path, *, date_shift_da
             reason = f"{type(exc).__name__}: {exc}".replace(str(path), source)
             row.update(status="failed", output="", reason=reason)
         report.rows.append(row)
-    log.info("de-identified %d of %d DICOM file(s) (%d refused, %d failed)", report.count("ok"),
-             len(files), report.count("refused"), report.count("failed"))  # fmt: skip
+    log.info("de-identified %d of %d DICOM file(s) (%d refused, %d failed); %s", report.count("ok"),
+             len(files), report.count("refused"), report.count("failed"), report.summary)  # fmt: skip
     return report
