@@ -48,7 +48,7 @@ def test_auc_judd_hand_computed():
     # points (0,0) (.5,.5) (.5,1) (1,1): area .125 + 0 + .5 = .625
     assert auc_judd(pred, np.array([[0, 1, 1, 0]])) == pytest.approx(0.625)
     assert auc_judd(pred, np.array([[0, 0, 0, 1]])) == pytest.approx(1.0)  # single fixation at the peak
-    assert auc_judd(np.ones((2, 2)), np.array([[1, 0], [0, 0]])) == 0.5  # constant map: chance
+    assert auc_judd(np.ones((2, 2)), np.array([[1, 0], [0, 0]])) == 0.5  # constant map: chance (ours)
 
 
 def test_fixation_map_sums_to_one_and_peaks_at_fixation():
@@ -139,3 +139,81 @@ def test_gaze_fixations_rounds_to_pixel_centres_skips_nan_and_clips():
 def test_sigma_from_visual_angle_rejects_nonsense():
     with pytest.raises(ValueError, match="positive"):
         sigma_from_visual_angle(1.0, 1920, 0.0, 600.0)
+
+
+def _reference_auc_judd(pred: np.ndarray, fixations: np.ndarray, n_jitter: int = 200, seed: int = 0):
+    """The MIT benchmark's AUC_Judd.m as its description reads (jitter on), averaged over jitters.
+
+    Each draw adds U(0, 1e-7) to every pixel, min-max normalises, thresholds at the fixated values
+    (descending) with TP = i / n, FP = (pixels ≥ t − i) / (N − n), adds (0, 0), (1, 1), integrates
+    by trapezoids. Returns (mean, standard error of the mean).
+    """
+    rng = np.random.default_rng(seed)
+    fix = np.asarray(fixations).ravel() > 0
+    n, n_pix = int(fix.sum()), fix.size
+    i = np.arange(1, n + 1)
+    scores = []
+    for _ in range(n_jitter):
+        s = np.asarray(pred, np.float64).ravel() + rng.random(n_pix) / 1e7
+        s = (s - s.min()) / (s.max() - s.min())
+        thresholds = np.sort(s[fix])[::-1]  # (n,)
+        above = (s[None, :] >= thresholds[:, None]).sum(axis=1)  # (n,) pixels ≥ each threshold
+        tp = np.r_[0.0, i / n, 1.0]
+        fp = np.r_[0.0, (above - i) / (n_pix - n), 1.0]
+        scores.append(np.trapezoid(tp, fp))
+    return float(np.mean(scores)), float(np.std(scores) / math.sqrt(n_jitter))
+
+
+def _zero_plateau():
+    """8 × 8 map, 1 on a 3 × 3 block (rows 5–7, cols 1–3), 0 elsewhere; one fixation in the block
+    and three on the plateau (the issue's case)."""
+    pred = np.zeros((8, 8))
+    pred[5:8, 1:4] = 1.0
+    fix = np.zeros((8, 8), int)
+    fix[5, 2] = fix[3, 2] = fix[4, 0] = fix[7, 6] = 1
+    return pred, fix
+
+
+def test_auc_judd_zero_plateau_hand_computed():
+    pred, fix = _zero_plateau()
+    # n = 4 fixated, 60 not: 8 in the block, 52 on the plateau.
+    # Mann–Whitney, ties ½: block fixation 52 + 8/2 = 56; each plateau fixation 52/2 = 26 → 134 / 240.
+    # Lowest fixated value 0, shared by k = 3 fixated and m = 52 others: E[FP_n] = (8 + 52·3/4) / 60 = 47/60.
+    # AUC = 134/240 + (47/60) / (2·4) = 315/480 = 0.65625 (the issue's 0.66; untied thresholds gave 0.34)
+    assert auc_judd(pred, fix) == pytest.approx(315 / 480, abs=1e-12)
+
+
+@pytest.mark.parametrize("case", ["zero_plateau", "graded_block", "four_levels"])
+def test_auc_judd_equals_the_jittered_reference_on_average(case):
+    if case == "zero_plateau":
+        pred, fix = _zero_plateau()
+    elif case == "graded_block":  # distinct values on a block, zero plateau around it
+        pred = np.zeros((24, 32))
+        pred[4:12, 6:16] = np.linspace(0.2, 1.0, 80).reshape(8, 10)
+        fix = np.zeros((24, 32), int)
+        fix[5, 7] = fix[10, 14] = fix[8, 9] = fix[20, 3] = fix[15, 25] = fix[2, 30] = 1
+    else:  # ties at every level, fixations on several of them
+        rng = np.random.default_rng(1)
+        pred = rng.integers(0, 4, (12, 16)).astype(float)
+        fix = np.zeros((12, 16), int)
+        fix.flat[rng.choice(pred.size, 10, replace=False)] = 1
+    mean, sem = _reference_auc_judd(pred, fix)
+    assert auc_judd(pred, fix) == pytest.approx(mean, abs=3 * sem)
+    assert sem < 0.01
+
+
+def test_auc_judd_constant_map_departs_from_the_jittered_reference():
+    fix = np.zeros((6, 6), int)
+    fix[1, 1] = fix[4, 2] = 1
+    mean, sem = _reference_auc_judd(np.ones((6, 6)), fix)
+    assert mean == pytest.approx(0.5 + 1 / (2 * (2 + 1)), abs=3 * sem)  # the reference: 0.5 + 1/(2(n + 1))
+    assert auc_judd(np.ones((6, 6)), fix) == 0.5  # ours: chance
+
+
+def test_auc_judd_rejects_degenerate_inputs():
+    with pytest.raises(ValueError, match="at least one fixation"):
+        auc_judd(np.eye(3), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="without a fixation"):
+        auc_judd(np.eye(3), np.ones((3, 3)))
+    with pytest.raises(ValueError, match="shape"):
+        auc_judd(np.eye(3), np.eye(4))

@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from usssl.downstream.metrics import mann_whitney_auc
+
 EPS = 2.2204e-16  # the reference's ε (MATLAB eps)
 
 from usssl.data.fixations import fixation_map, gaze_fixations, sigma_from_visual_angle  # noqa: E402,F401
@@ -82,33 +84,51 @@ def sim(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def auc_judd(pred: np.ndarray, fixations: np.ndarray) -> float:
-    """AUC-Judd: thresholds at the prediction's values on fixated pixels (descending); at
-    threshold i, TP = i / n_fix and FP = (pixels ≥ threshold − i) / (n_pixels − n_fix); the
-    points (0, 0) and (1, 1) are added; trapezoid area.
+    """AUC-Judd of the MIT benchmark, computed exactly on maps with ties.
 
-    The reference adds a 1e-7 jitter to break ties; we do not (it changes nothing on continuous
-    maps). Instead a constant prediction scores 0.5 (chance, what the jittered reference gives on
-    average), and FP rates pushed above 1 by ties are clipped to 1.
+    Judd, Ehinger, Durand, Torralba, ICCV 2009; Bylinskii et al. TPAMI 2018 §3. The reference (``AUC_Judd.m``) adds uniform jitter of at most 1e-7 to the map to break ties,
+    then thresholds at the map's values on the n fixated pixels (descending): at the i-th, TP = i / n
+    and FP = (pixels ≥ threshold − i) / (N − n), N the pixel count; with (0, 0) and (1, 1) added,
+    the score is the trapezoid area under FP → TP. Once ties are broken that area is
+
+        AUC = MW + FP_n / (2n),
+
+    MW the Mann–Whitney probability that a fixated pixel outranks a non-fixated one and FP_n the
+    FP rate at the lowest fixated value (our rewriting: each trapezoid adds 1/(2n), half a TP
+    step, over its FP step, and the FP steps sum to FP_n).
+    We return its expectation over the tie-breaking: MW with ties counted ½ (``mann_whitney_auc``),
+    and, where the lowest fixated value v is shared by k fixated and m non-fixated pixels, each of
+    those m non-fixated pixels outranks the last of the k with probability k / (k + 1). This equals
+    the reference averaged over jitters as long as the jitter only breaks exact ties, i.e. distinct
+    values of the map lie more than 1e-7 apart (the reference jitters the raw map, before its
+    min-max normalisation).
+
+    A pixel fixated twice counts once (the reference's ``fixationMap > 0``). A constant prediction
+    scores 0.5, chance (ours); the jittered reference gives 0.5 + 1 / (2(n + 1)) on average there
+    (the trapezoid bias above, 0.75 with one fixation).
+
+    Args:
+        pred: (H, W) saliency map; fixations: (H, W) fixation counts (> 0 where fixated).
+
+    Raises:
+        ValueError: on differing shapes, no fixation, or every pixel fixated.
     """
     p = np.asarray(pred, np.float64)
     fix = np.asarray(fixations) > 0
-    n_fix, n_pix = int(fix.sum()), p.size
+    if p.shape != fix.shape:
+        raise ValueError(f"auc_judd: prediction {p.shape} and fixations {fix.shape} differ in shape")
+    n_fix, n_neg = int(fix.sum()), int((~fix).sum())
     if n_fix == 0:
         raise ValueError("auc_judd needs at least one fixation")
-    span = p.max() - p.min()
-    if span == 0:
+    if n_neg == 0:
+        raise ValueError("auc_judd needs at least one pixel without a fixation")
+    if p.max() == p.min():
         return 0.5
-    p = (p - p.min()) / span
-    thresholds = np.sort(p[fix])[::-1]  # (n_fix,)
-    flat = np.sort(p.ravel())
-    tp, fp = [0.0], [0.0]
-    for i, t in enumerate(thresholds, start=1):
-        above = n_pix - np.searchsorted(flat, t, side="left")  # pixels ≥ t
-        tp.append(i / n_fix)
-        fp.append(min(1.0, (above - i) / max(n_pix - n_fix, 1)))
-    tp.append(1.0)
-    fp.append(1.0)
-    return float(np.trapezoid(tp, fp))
+    pos, neg = p[fix], p[~fix]  # (n,), (N − n,)
+    v = pos.min()
+    k, m = int((pos == v).sum()), int((neg == v).sum())
+    fp_last = ((neg > v).sum() + m * k / (k + 1)) / n_neg  # E[FP rate at the lowest fixated pixel]
+    return float(mann_whitney_auc(pos, neg) + fp_last / (2 * n_fix))
 
 
 def saliency_scores(pred: np.ndarray, gt_map: np.ndarray, fixations: np.ndarray) -> dict[str, float]:
