@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,12 @@ def test_deidentify_command_writes_pseudonymous_copies_and_keeps_report_outside(
     assert b"Smith" not in files[0].read_bytes()
     report = (tmp_path / "shared.deid-report.csv").read_text()
     assert "Smith_John/Smith_John_1.dcm" in report and ",ok," in report
+    assert os.stat(tmp_path / "shared.deid-report.csv").st_mode & 0o777 == 0o600  # it names the sources
+    assert "applied: PS3.15 Basic Profile (Table E.1-1, DICOM" in capsys.readouterr().out
+    assert main(["deidentify", str(tmp_path / "src"), "--out", str(tmp_path / "kept"), "--shift-dates", "-7",
+                 "--keep-descriptors"]) == 0
+    printed = capsys.readouterr().out
+    assert "retain-longitudinal-modified-dates: dates shifted by -7 days" in printed and "keep-descriptors" in printed
     assert main(["deidentify", str(tmp_path / "src"), "--out", str(out), "--report", str(out / "r.csv")]) == 2
     assert "keep it outside --out" in capsys.readouterr().err
 

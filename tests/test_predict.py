@@ -192,6 +192,7 @@ def test_keep_names_and_report(model_dir, mp4, tmp_path):
     assert [r["name"] for r in summary.rows] == [mp4.stem, f"{mp4.stem}-2"]
     assert (out / mp4.stem / "planes.csv").is_file() and (out / f"{mp4.stem}-2" / "planes.csv").is_file()
     assert [r["input"] for r in _rows(tmp_path / "map.csv")] == [str(mp4), str(mp4)]
+    assert (tmp_path / "map.csv").stat().st_mode & 0o777 == 0o600  # it names the inputs
 
 
 def test_parser_help_and_validation():

@@ -146,8 +146,6 @@ def cmd_datacard(args: argparse.Namespace) -> int:
 
 
 def cmd_deidentify(args: argparse.Namespace) -> int:
-    import csv
-
     from usssl.privacy.deid import deidentify_tree
 
     src, dst = Path(args.source), Path(args.out)
@@ -156,15 +154,14 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
     report_path = Path(args.report) if args.report else dst.parent / f"{dst.name}.deid-report.csv"
     if dst.resolve() in report_path.resolve().parents:
         raise ConfigError("usssl deidentify: the report maps source paths to outputs; keep it outside --out")
-    report = deidentify_tree(src, dst, date_shift_days=args.shift_dates, allow_burned_in=args.allow_burned_in)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(report_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["source", "output", "status", "reason"])
-        writer.writeheader()
-        writer.writerows(report.rows)
+    report = deidentify_tree(src, dst, date_shift_days=args.shift_dates, allow_burned_in=args.allow_burned_in,
+                             keep_descriptors=args.keep_descriptors)
+    report.write_csv(report_path)  # mode 0600: it maps source paths (which may name patients) to outputs
+    print(f"applied: {report.summary}")
     print(f"de-identified {report.count('ok')} file(s) into {dst}; refused {report.count('refused')}, "
           f"failed {report.count('failed')}. Report (keep it with the source data): {report_path}")
-    print("Header de-identification does not clean burned-in pixels: check the images before sharing.")
+    print("Header de-identification does not clean burned-in pixels: check the images before sharing "
+          "(docs/privacy.md says exactly what is and is not removed).")
     return 0 if report.count("ok") else 1
 
 
@@ -318,10 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="card file (default: data_cards/<cache folder name>.md)")
     p.set_defaults(func=cmd_datacard)
 
-    p = sub.add_parser("deidentify", help="write de-identified copies of DICOMs for sharing (PS3.15 basic profile)")
+    p = sub.add_parser("deidentify", help="write de-identified copies of DICOMs for sharing (PS3.15 Table E.1-1)",
+                       epilog="What each option keeps: docs/privacy.md")
     p.add_argument("source", help="folder of DICOM files")
     p.add_argument("--out", required=True, help="output folder (pseudonymous names)")
-    p.add_argument("--shift-dates", type=int, metavar="DAYS", help="shift dates by DAYS instead of removing them")
+    p.add_argument("--shift-dates", type=int, metavar="DAYS",
+                   help="keep dates shifted by DAYS (Retain Longitudinal Temporal Information with Modified Dates; "
+                        "0 keeps the real dates) instead of removing them")
+    p.add_argument("--keep-descriptors", action="store_true",
+                   help="keep study/series descriptions and comments (Clean Descriptors column) unchanged: read "
+                        "them before sharing, they are not cleaned")
     p.add_argument("--allow-burned-in", action="store_true",
                    help="also write files marked BurnedInAnnotation=YES without an imaging region")
     p.add_argument("--report", help="CSV report path (default: beside --out, never inside it)")

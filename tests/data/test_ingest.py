@@ -121,7 +121,8 @@ def test_no_patient_identifier_anywhere_in_the_cache(ingested, corpus):
             assert KEY.encode() not in data
     report = pd.read_csv(cache.root / "ingest_report.csv")
     assert list(report.columns) == ["source", "status", "reason", "frames", "duration_s", "fps", "shard",
-                                    "cached_frames"]  # fmt: skip
+                                    "cached_frames", "audio_kept"]  # fmt: skip
+    assert report["audio_kept"].all()  # the corpus's videos carry narration: the report says which kept it
     assert sorted(report["source"]) == [f"videos/{s}.mp4" for s in stems]
 
 
@@ -260,3 +261,11 @@ def test_synthetic_corpus_labels_survive_ingest(tmp_path):
             assert shard_frames[:, y0:y1, x0:x1].max() == 0
         else:  # wholly outside the crop box
             assert cx1 <= 0 or cy1 <= 0 or cx0 >= 32 or cy0 >= 32
+
+
+def test_the_ingest_report_is_readable_by_its_owner_only(ingested):
+    """It maps source paths (which may name patients) to shards: mode 0600 whatever the umask."""
+    import os
+
+    _, cache = ingested
+    assert os.stat(cache.root / "ingest_report.csv").st_mode & 0o777 == 0o600

@@ -178,3 +178,26 @@ def test_tracker_leaves_the_environment_alone_and_logged_config_loads_back(tmp_p
     path = tmp_path / "config.yaml"
     path.write_text(to_yaml(cfg))
     assert load_config(path) == cfg
+
+
+def test_every_path_is_redacted_from_the_logged_config_yaml(tmp_path):
+    import yaml
+
+    from usssl.config import PipelineConfig, to_yaml
+
+    secret = "Smith^John"
+    cfg = PipelineConfig.model_validate({
+        "output_dir": f"/runs/{secret}", "tracking": {"uri": f"sqlite:////data/{secret}/mlflow.db"},
+        "data": {"sources": [f"/data/{secret}/a", "/data/b"], "labels_csv": f"/data/{secret}/labels.csv",
+                 "gaze_csv": f"/data/{secret}/gaze.csv", "subjects_csv": f"/data/{secret}/subjects.csv",
+                 "cache_dir": f"/cache/{secret}"},
+        "stages": [{"pretrain": {"speech": {"encoder": "wav2vec2", "pretrained_path": f"/models/{secret}"}}}]})
+    text = to_yaml(cfg, redact=True)
+    assert secret not in text and "/data" not in text
+    raw = yaml.safe_load(text)
+    assert raw["data"]["sources"] == ["<redacted path>", "<redacted path>"]  # the count stays visible
+    assert raw["data"]["gaze_csv"] == raw["output_dir"] == "<redacted path>"
+    assert raw["stages"][0]["pretrain"]["speech"]["pretrained_path"] == "<redacted path>"
+    assert raw["data"]["synth"]["subjects"] == 12  # everything else is kept
+    assert PipelineConfig.model_validate(raw).data.sources == ["<redacted path>", "<redacted path>"]  # loads back
+    assert secret in to_yaml(cfg)  # unredacted only when asked (the run's own files)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from usssl.config import pipeline as _pipeline
 from usssl.config import stages as _stages
-from usssl.config.base import Strict
-from usssl.config.loading import (apply_override, flatten, format_validation_error, load_config,
+from usssl.config.base import PATH, Strict
+from usssl.config.loading import (REDACTED, apply_override, dump, flatten, format_validation_error, load_config,
                                   reference_markdown, to_yaml)
 from usssl.config.methods import (METHOD_SETTINGS, CVRLConfig, OrderTransformConfig, SpeechConfig,
                                   VideoSpeechConfig)
@@ -45,7 +45,8 @@ def register_method_settings(name: str, settings: type[Strict] | None) -> None:
 
 
 __all__ = ["Strict", "load_config", "apply_override", "flatten", "format_validation_error", "reference_markdown",
-           "to_yaml", "METHOD_SETTINGS", "CVRLConfig", "OrderTransformConfig", "SpeechConfig", "VideoSpeechConfig",
+           "to_yaml", "dump", "REDACTED", "PATH", "METHOD_SETTINGS", "CVRLConfig", "OrderTransformConfig",
+           "SpeechConfig", "VideoSpeechConfig",
            "STAGE_NAMES", "PipelineConfig", "StageEntry", "DataConfig", "EncoderConfig", "OptimizerConfig",
            "SynthConfig", "TrackingConfig", "TrainerConfig", "EvaluateConfig", "ExportConfig", "FinetuneConfig",
            "IngestConfig", "PretrainBase", "PretrainConfig", "SaliencyConfig", "SplitConfig", "build_pretrain_config",

@@ -168,25 +168,54 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def to_yaml(cfg) -> str:
-    """The resolved config as YAML (what MLflow stores as ``config.yaml``)."""
-    raw = cfg.model_dump(mode="json", exclude_none=False)
+def dump(cfg: BaseModel, redact: bool = False) -> dict:
+    """``cfg.model_dump(mode="json")``; with ``redact`` every path field (``json_schema_extra=PATH``,
+    at any depth) that is set is replaced by ``"<redacted path>"`` (a list: one per entry, so the
+    count stays visible and the YAML still loads)."""
+    dumped = cfg.model_dump(mode="json", exclude_none=False)
+    if redact:
+        _redact(cfg, dumped)
+    return dumped
+
+
+def _redact(model: BaseModel, dumped: dict) -> None:
+    for name, field in type(model).model_fields.items():
+        value, extra = getattr(model, name), field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("path") and value not in (None, "", []):
+            dumped[name] = [REDACTED] * len(value) if isinstance(value, list) else REDACTED
+        elif isinstance(value, BaseModel):
+            _redact(value, dumped[name])
+        elif isinstance(value, list):
+            for item, item_dump in zip(value, dumped[name]):
+                if isinstance(item, BaseModel):
+                    _redact(item, item_dump)
+
+
+REDACTED = "<redacted path>"
+
+
+def to_yaml(cfg, redact: bool = False) -> str:
+    """The resolved config as YAML; ``redact``: paths replaced (what MLflow stores as ``config.yaml``)."""
+    raw = dump(cfg, redact)
     raw["stages"] = [{kind: body for kind, body in stage.items() if body is not None} for stage in raw["stages"]]
     return yaml.safe_dump(raw, sort_keys=False)  # loads back: load_config(file) gives the same config
 
 
-def flatten(cfg) -> dict[str, str]:
-    """Flattened ``key.path -> value`` params for MLflow; stages keyed by their kind."""
+def flatten(cfg, redact: bool = False) -> dict[str, str]:
+    """Flattened ``key.path -> value`` params for MLflow; stages keyed by their kind; ``redact``: a set
+    path becomes ``<n path(s), redacted>``."""
     out: dict[str, str] = {}
 
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif redact and (value == REDACTED or (isinstance(value, list) and value and set(value) == {REDACTED})):
+            out[prefix] = f"<{len(value) if isinstance(value, list) else 1} path(s), redacted>"
         else:
             out[prefix] = str(value)
 
-    dumped = cfg.model_dump(mode="json")
+    dumped = dump(cfg, redact)
     stages = dumped.pop("stages")
     walk("", dumped)
     for i, entry in enumerate(stages):

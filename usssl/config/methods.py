@@ -16,14 +16,15 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from usssl.config.base import Strict
+from usssl.config.base import PATH, Strict
 
 
 class SpeechConfig(Strict):
     """Speech windows and their encoder (a spectrogram CNN, or wav2vec2 / HuBERT from a local folder)."""
 
     encoder: Literal["tiny_spec", "se_resnext50", "se_resnext50_half", "wav2vec2", "hubert"] = "tiny_spec"
-    pretrained_path: str | None = Field(None, description="wav2vec2/hubert: local save_pretrained folder")
+    pretrained_path: str | None = Field(None, description="wav2vec2/hubert: local save_pretrained folder",
+                                         json_schema_extra=PATH)
     freeze: bool | int = Field(True, description="wav2vec2/hubert: true, false, or N top layers trainable")
     window_s: float = Field(0.6, gt=0, description="speech window length (paper: 0.6 s)")
     resample_to: int | None = Field(None, ge=8000, description="resample speech first (paper: 24000 Hz)")

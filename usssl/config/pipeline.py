@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from usssl.config.base import Strict
+from usssl.config.base import PATH, Strict
 from usssl.config.sections import DataConfig, EncoderConfig, TrackingConfig, TrainerConfig  # noqa: F401
 from usssl.config.stages import (EvaluateConfig, ExportConfig, FinetuneConfig, IngestConfig, PretrainBase,
                                  PretrainConfig, SaliencyConfig)
@@ -57,7 +57,8 @@ def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], typ
         """A whole pipeline: global settings and an ordered list of stages."""
 
         name: str = Field("pipeline", description="the MLflow run name of the pipeline")
-        output_dir: str = Field("runs/pipeline", description="everything the pipeline writes goes here")
+        output_dir: str = Field("runs/pipeline", description="everything the pipeline writes goes here",
+                                json_schema_extra=PATH)
         seed: int = Field(0, description="seeds every random draw (data, models, splits of training)")
         data: DataConfig = Field(default_factory=DataConfig)
         tracking: TrackingConfig = Field(default_factory=TrackingConfig)

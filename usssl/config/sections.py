@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from usssl.config.base import Strict
+from usssl.config.base import PATH, Strict
 
 
 # ----------------------------------------------------------------------------- data
@@ -24,19 +24,20 @@ class SynthConfig(Strict):
 class DataConfig(Strict):
     """Where the recordings come from and where the cache goes."""
 
-    sources: list[str] = Field(default_factory=list, description="folders or files to ingest")
+    sources: list[str] = Field(default_factory=list, description="folders or files to ingest", json_schema_extra=PATH)
     synth: SynthConfig = Field(default_factory=SynthConfig)
-    cache_dir: str | None = Field(None, description="default: <output_dir>/cache")
-    labels_csv: str | None = Field(None, description="per-frame labels: video, frame, plane")
-    gaze_csv: str | None = Field(None, description="gaze: video, frame, x, y (pixels)")
-    subjects_csv: str | None = Field(None, description="video → patient_id (hashed on ingest)")
+    cache_dir: str | None = Field(None, description="default: <output_dir>/cache", json_schema_extra=PATH)
+    labels_csv: str | None = Field(None, description="per-frame labels: video, frame, plane", json_schema_extra=PATH)
+    gaze_csv: str | None = Field(None, description="gaze: video, frame, x, y (pixels)", json_schema_extra=PATH)
+    subjects_csv: str | None = Field(None, description="video → patient_id (hashed on ingest)", json_schema_extra=PATH)
 
 
 class TrackingConfig(Strict):
     """MLflow tracking. ``uri`` null means ``sqlite:///<output_dir>/mlflow.db``;
     the environment variable ``MLFLOW_TRACKING_URI`` overrides both."""
 
-    uri: str | None = None
+    uri: str | None = Field(None, description="MLflow tracking URI (null: sqlite:///<output_dir>/mlflow.db)",
+                            json_schema_extra=PATH)
     experiment: str = "usssl"
     enabled: bool = True
     log_checkpoints: bool = True

@@ -51,7 +51,7 @@ INDEX_COLUMNS = [
 OPTIONAL_COLUMNS = {"spacing_mm_x": np.nan, "spacing_mm_y": np.nan}  # filled in when a writer omits them
 FLAG_FROZEN, FLAG_DOPPLER = 1, 2  # flags.npy bits: frozen/duplicate frame, colour Doppler frame
 DATA_CARD_FILE = "DATA_CARD.md"
-REPORT_COLUMNS = ["source", "status", "reason", "frames", "duration_s", "fps", "shard", "cached_frames"]
+REPORT_COLUMNS = ["source", "status", "reason", "frames", "duration_s", "fps", "shard", "cached_frames", "audio_kept"]
 PARTS_DIR = "parts"  # partial indexes and reports of a sharded ingest (``--shard K/N``)
 SETTINGS_FILE, INDEX_FILE, SPLITS_FILE, REPORT_FILE = (
     "cache.json", "index.parquet", "splits.json", "ingest_report.csv",
@@ -74,8 +74,8 @@ def with_optional_columns(index: pd.DataFrame) -> pd.DataFrame:
 def write_report(root: Path, report: pd.DataFrame, name: str = REPORT_FILE) -> Path:
     """Write the rows of ``report`` (``REPORT_COLUMNS``) to ``root/name`` atomically; returns the path."""
     path = Path(root) / name
-    report = report[REPORT_COLUMNS].astype({"frames": "Int64", "cached_frames": "Int64"})
-    replace_atomic(path, lambda tmp: report.to_csv(tmp, index=False))
+    report = report.reindex(columns=REPORT_COLUMNS).astype({"frames": "Int64", "cached_frames": "Int64"})
+    replace_atomic(path, lambda tmp: report.to_csv(tmp, index=False), mode=0o600)  # it names the sources
     return path
 
 

@@ -125,6 +125,10 @@ def data_card(root: str | Path) -> str:
                      f"{int(col('narration_file').fillna(False).astype(bool).sum())} from a side WAV/FLAC)"
                      if kept else " (narration dropped: ingest.audio is false)"))  # fmt: skip
     lines.append(audio_line)
+    if kept and int(index["has_audio"].sum()):
+        lines.append("- **Narration can contain spoken names** (of the patient or staff) that no de-identification "
+                     "step removes: listen before sharing the cache, or re-ingest with `--no-audio` "
+                     "(`ingest.audio: false`); `ingest_report.csv` says which recordings kept audio (`audio_kept`)")
     flags = {k: int(col(k).fillna(0).sum()) for k in ("n_frozen", "n_doppler", "n_dropped")}
     lines += [f"- Flagged frames: {flags['n_frozen']} frozen/duplicate, {flags['n_doppler']} colour Doppler; "
               f"{flags['n_dropped']} dropped (drop_frozen: {settings.get('drop_frozen', False)}, "

@@ -57,7 +57,9 @@ def result_row(job: dict, status: str, reason: str, info: dict | None, source: d
     return {"source": job["source"], "status": status, "reason": reason, "frames": frames,
             "duration_s": None if duration is None else round(float(duration), 4),
             "fps": None if fps is None else round(float(fps), 4), "shard": job["shard"],
-            "cached_frames": int(info["n_frames"]) if info else 0, "info": info}  # fmt: skip
+            "cached_frames": int(info["n_frames"]) if info else 0,
+            "audio_kept": bool(info["has_audio"]) if info else None,  # narration can hold spoken names
+            "info": info}  # fmt: skip
 
 
 def ingest_one(job: dict) -> dict:

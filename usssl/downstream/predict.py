@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from usssl.downstream.predict_outputs import write_outputs
+from usssl.engine.files import replace_atomic
 from usssl.engine.progress import progress as progress_bar
 from usssl.errors import ConfigError, DataError, UssslError
 
@@ -292,9 +293,12 @@ def predict_files(model_dir: str | Path, inputs: list[str | Path], out_dir: str 
            "model": model.spec.get("provenance", {}), "inputs": rows}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(run, indent=2))
     if report is not None:
-        with open(report, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["input", "name", "status", "reason"])
-            writer.writeheader()
-            writer.writerows({"input": str(p), **{k: r[k] for k in ("name", "status", "reason")}}
-                             for p, r in zip(files, rows))  # fmt: skip
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=["input", "name", "status", "reason"])
+                writer.writeheader()
+                writer.writerows({"input": str(p), **{k: r[k] for k in ("name", "status", "reason")}}
+                                 for p, r in zip(files, rows))  # fmt: skip
+
+        replace_atomic(report, write, mode=0o600)  # it names the inputs
     return summary

@@ -23,16 +23,19 @@ def replace_atomic(path: str | Path, write: Callable[[Path], Any], mode: int | N
     Args:
         path: the file to (re)place; its folder is created when missing.
         write: writes the whole file to the path it is given.
-        mode: permission bits for the file (e.g. ``0o600`` for reports that name inputs); None keeps
-            the process umask.
+        mode: permission bits for the file (e.g. ``0o600`` for reports that name inputs), set when
+            the temporary file is created, before any byte is written, whatever the umask; None
+            keeps the process umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:12]}-{path.name}")
     try:
-        write(tmp)
         if mode is not None:
-            os.chmod(tmp, mode)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            os.fchmod(fd, mode)  # the umask may have cleared bits of ``mode``
+            os.close(fd)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

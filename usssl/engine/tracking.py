@@ -6,8 +6,10 @@ store is ``sqlite:///<output_dir>/mlflow.db`` with artifacts in ``<output_dir>/m
 ``MLFLOW_TRACKING_URI`` overrides it. On ranks other than 0, and when tracking is disabled, every
 method is a no-op.
 
-Privacy: the config is logged with its data paths redacted (folder names in hospitals often
-carry patient names); nothing else the tracker logs comes from the raw data.
+Privacy: the config (params and ``config.yaml``) is logged with every path redacted (the fields
+marked ``PATH`` in ``usssl.config``: sources, side tables, cache and output folders, model folders,
+the tracking URI), because folder names in hospitals often carry patient names; nothing else the
+tracker logs comes from the raw data.
 
     >>> tracker = Tracker(cfg)
     >>> with tracker.pipeline_run(), tracker.stage("pretrain"):
@@ -30,7 +32,6 @@ from usssl.engine.distributed import launcher_rank
 
 log = logging.getLogger(__name__)
 
-REDACTED_KEYS = ("data.sources", "data.labels_csv", "data.gaze_csv", "data.subjects_csv", "data.cache_dir")
 PACKAGES = ("usssl", "torch", "torchvision", "torchaudio", "lightning", "mlflow", "numpy", "av", "pydicom")
 
 
@@ -57,13 +58,8 @@ def git_commit(path: Path | None = None) -> str | None:
 
 
 def redacted_params(cfg: PipelineConfig) -> dict[str, str]:
-    """Flattened config with data paths replaced by a count (they may name patients)."""
-    params = flatten(cfg)
-    for key in REDACTED_KEYS:
-        if key in params and params[key] not in ("None", "[]"):
-            n = len(cfg.data.sources) if key == "data.sources" else 1
-            params[key] = f"<{n} path(s), redacted>"
-    return params
+    """Flattened config with every path replaced by a count (folder names may name patients)."""
+    return flatten(cfg, redact=True)
 
 
 def _default_artifact_root(cfg: PipelineConfig) -> str:
@@ -107,9 +103,7 @@ class Tracker:
         status = "FAILED"
         try:
             self.log_params(redacted_params(self.cfg))
-            safe = self.cfg.model_copy(deep=True)
-            safe.data.sources = [f"<redacted {i}>" for i, _ in enumerate(self.cfg.data.sources)]
-            self.log_text(to_yaml(safe), "config.yaml")
+            self.log_text(to_yaml(self.cfg, redact=True), "config.yaml")
             versions = package_versions()
             self.log_dict(versions, "versions.json")
             tags = {f"version.{k}": v for k, v in versions.items()}

@@ -51,9 +51,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
-import os
 from dataclasses import dataclass, field
-from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 
@@ -64,115 +62,23 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
+from usssl.engine.files import replace_atomic
 from usssl.errors import DataError
 from usssl.io.dicom import DICOM_EXTENSIONS, dicom_subject_id, ultrasound_region
 from usssl.io.video import relative_source
-from usssl.privacy import ps315_table
+from usssl.privacy.deid_profile import (  # noqa: F401 (the profile's public names, re-exported)
+    CLEAN_DESCRIPTORS_C, EDITION, ENHANCED_US_VOLUME, FULL_DATES, KEEP_DESCRIPTORS, KEYWORDS, MODIFIED_DATES_C,
+    MODIFIED_DATES_CODE, OPTION_CODES, OPTIONS, PROFILE, PROFILE_CODE, PROFILE_MASKS, RETAIN_DATES, US_IMAGE,
+    US_IOD_TYPES, US_MULTIFRAME, applied_options, describe_options, option_attributes, resolve_action)
 from usssl.privacy.pseudonym import pseudonym, subject_key
 
 log = logging.getLogger(__name__)
 
-EDITION = ps315_table.EDITION
-
-
-def _table() -> tuple[dict[int, str], list[tuple[int, int, str]], dict[int, str]]:
-    tokens = ps315_table.BASIC_PROFILE.split()
-    exact, masked, names = {}, [], {}
-    for tag, action, keyword in zip(tokens[::3], tokens[1::3], tokens[2::3]):
-        if "x" in tag:  # a repeating group: (mask, value)
-            masked.append((int("".join("0" if c == "x" else "F" for c in tag), 16), int(tag.replace("x", "0"), 16),
-                           action))  # fmt: skip
-        else:
-            exact[int(tag, 16)], names[int(tag, 16)] = action, keyword
-    return exact, masked, names
-
-
-PROFILE, PROFILE_MASKS, KEYWORDS = _table()
-"""Tag -> Basic Profile action of Table E.1-1 ("X", "Z", "D", "U", "Z/D", "X/Z", "X/D", "X/Z/D",
-"X/Z/U*"); repeating groups as (mask, value, action); tag -> keyword."""
-_BY_KEYWORD = {keyword: tag for tag, keyword in KEYWORDS.items()}
-MODIFIED_DATES_C = frozenset(_BY_KEYWORD[k] for k in ps315_table.RETAIN_LONGITUDINAL_MODIFIED_DATES.split())
-CLEAN_DESCRIPTORS_C = frozenset(_BY_KEYWORD[k] for k in ps315_table.CLEAN_DESCRIPTORS.split())
-
-US_IMAGE, US_MULTIFRAME, ENHANCED_US_VOLUME = (
-    "1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.3.1", "1.2.840.10008.5.1.4.1.1.6.2")  # fmt: skip
-_IMAGE = {"ContentDate": 2, "ContentTime": 2, "PatientSexNeutered": 2}  # General Image 2C, Patient 2C
-US_IOD_TYPES: dict[str, dict[str, int]] = {  # PS3.3 A.6, A.7, A.59: Table E.1-1 combinations only
-    US_IMAGE: _IMAGE, US_MULTIFRAME: _IMAGE,
-    ENHANCED_US_VOLUME: {**_IMAGE, "ContentDate": 1, "ContentTime": 1,  # Multi-frame Functional Groups
-                         "AcquisitionDateTime": 1,  # Enhanced US Image
-                         "DeviceSerialNumber": 1,  # Enhanced General Equipment
-                         "AcquisitionContextSequence": 2},  # Acquisition Context
-}  # fmt: skip
-"""SOP class -> keyword -> Type (1 or 2) in that IOD, for the attributes whose Table E.1-1 action is
-a combination. PatientSexNeutered is 2C (an animal patient): it counts only with a species."""
-
-RETAIN_DATES, FULL_DATES, KEEP_DESCRIPTORS = (
-    "retain-longitudinal-modified-dates", "retain-longitudinal-full-dates", "keep-descriptors")  # fmt: skip
-OPTIONS = {
-    RETAIN_DATES: "dates shifted by {days} days, times of day kept (PS3.15 Retain Longitudinal "
-                  "Temporal Information with Modified Dates Option, 113107)",
-    FULL_DATES: "real dates and times kept (PS3.15 Retain Longitudinal Temporal Information with Full "
-                "Dates Option, 113106)",
-    KEEP_DESCRIPTORS: "descriptions, comments and labels of the Clean Descriptors Option column kept "
-                      "unchanged: read them before release (not cleaned, so 113105 is not claimed)",
-}  # fmt: skip
-"""Option name -> what it does ({days}: the shift)."""
-_CODES = {"basic": ("113100", "Basic Application Confidentiality Profile"),
-          RETAIN_DATES: ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
-          FULL_DATES: ("113106", "Retain Longitudinal Temporal Information Full Dates Option")}  # fmt: skip
-PROFILE_CODE, MODIFIED_DATES_CODE = _CODES["basic"], _CODES[RETAIN_DATES]
 _EXTRA_X = {tag_for_keyword(k) for k in ("RetrieveURI", "RetrieveURL", "RetrieveAETitle")}  # usssl's own
 _FREE_TEXT = {"LT", "ST", "UT"}
 _DATES = {"DA", "DT"}
 _DUMMY = {"DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000D", "DS": "0", "IS": "0",
           "AT": 0, **dict.fromkeys(("FL", "FD", "SL", "SS", "SV", "UL", "US", "UV"), 0)}  # fmt: skip
-
-
-def applied_options(date_shift_days: int | None = None, keep_descriptors: bool = False) -> list[str]:
-    """The names of the options these settings apply (keys of :data:`OPTIONS`), in a fixed order."""
-    dates = [] if date_shift_days is None else [FULL_DATES if date_shift_days == 0 else RETAIN_DATES]
-    return dates + ([KEEP_DESCRIPTORS] if keep_descriptors else [])
-
-
-def describe_options(date_shift_days: int | None = None, keep_descriptors: bool = False) -> str:
-    """One line naming the profile, its edition and every applied option, e.g. for the CLI."""
-    names = applied_options(date_shift_days, keep_descriptors)
-    parts = [f"{n}: {OPTIONS[n].format(days=date_shift_days)}" for n in names] or ["no options"]
-    return f"PS3.15 Basic Profile (Table E.1-1, DICOM {EDITION}); " + "; ".join(parts)
-
-
-def option_attributes(name: str) -> list[str]:
-    """Keywords of the Table E.1-1 attributes that option ``name`` keeps (sorted), for the docs."""
-    tags = {RETAIN_DATES: MODIFIED_DATES_C, FULL_DATES: MODIFIED_DATES_C, KEEP_DESCRIPTORS: CLEAN_DESCRIPTORS_C}
-    if name not in tags:
-        raise ValueError(f"unknown option {name!r}; options: {', '.join(OPTIONS)}")
-    return sorted(KEYWORDS[t] for t in tags[name])
-
-
-@cache
-def resolve_action(tag: int, sop_class: str = "", *, retain_dates: bool = False, keep_descriptors: bool = False,
-                   animal: bool = False) -> str | None:  # fmt: skip
-    """The action usssl takes on ``tag`` (module docstring): "X", "Z", "D", "U", "K" (keep) or "C"
-    (a date or time of the Modified Dates column, shifted or kept); None when the table lacks it."""
-    action = PROFILE.get(tag) or next((a for mask, value, a in PROFILE_MASKS if tag & mask == value), None)
-    if action is None:
-        return None
-    if keep_descriptors and tag in CLEAN_DESCRIPTORS_C:
-        return "K"
-    if retain_dates and tag in MODIFIED_DATES_C:
-        return "C"
-    if "/" not in action:
-        return action
-    keyword = KEYWORDS.get(tag, "")
-    required = US_IOD_TYPES.get(sop_class, {}).get(keyword)
-    if keyword == "PatientSexNeutered" and not animal:
-        required = None
-    if required == 1 and ("D" in action or "U" in action):
-        return "D" if "D" in action else "U"
-    if required in (1, 2) or "X" not in action:
-        return "Z" if "Z" in action else "D"
-    return "X"
 
 
 class RefusedError(DataError):
@@ -300,7 +206,7 @@ def deidentify_dataset(ds: Dataset, uid_map: dict, date_shift_days: int | None, 
         f"usssl {version('usssl')}", f"PS3.15 {EDITION} Table E.1-1 Basic Profile", "private tags removed",
         "UIDs replaced", *options,
     ]  # fmt: skip
-    codes = [_CODES["basic"]] + [_CODES[n] for n in options if n in _CODES]
+    codes = [OPTION_CODES["basic"]] + [OPTION_CODES[n] for n in options if n in OPTION_CODES]
     ds.DeidentificationMethodCodeSequence = Sequence([_code(*c) for c in codes])
     if meta is not None and "SOPInstanceUID" in ds:
         new_meta = FileMetaDataset()
@@ -347,14 +253,7 @@ def deidentify_file(src: str | Path, dst: str | Path, *, uid_map: dict | None = 
     deidentify_dataset(ds, {} if uid_map is None else uid_map, date_shift_days, key=key,
                        patient_id=patient_id, keep_descriptors=keep_descriptors)  # fmt: skip
     _even_fragments(ds)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".tmp-{dst.name}")
-    try:
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst
+    return replace_atomic(dst, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
 
 
 def _even_fragments(ds: Dataset) -> None:
@@ -387,21 +286,13 @@ class DeidReport:
     def write_csv(self, path: str | Path) -> Path:
         """Write the rows as CSV to ``path`` atomically, readable by its owner only (mode 0600):
         the report maps source paths, which may hold patient names, to the pseudonymous outputs."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask
-            with os.fdopen(fd, "w", newline="") as handle:
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=REPORT_FIELDS)
                 writer.writeheader()
                 writer.writerows(self.rows)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+
+        return replace_atomic(path, write, mode=0o600)
 
 
 def deidentify_tree(src_root: str | Path, dst_root: str | Path, *, date_shift_days: int | None = None,
