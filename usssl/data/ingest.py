@@ -209,12 +209,12 @@ def ingest(
     tables = load_tables([Path(s) for s in sources], labels_csv, gaze_csv, subjects_csv, frozenset(READERS))
     key = subject_key()
     _prepare_out(out, cache_settings(cfg, tables.classes, key), cfg.overwrite, sharded=part is not None)
-    jobs = sorted(make_jobs(files, tables, key, out, cfg), key=lambda j: (j["source"], j["path"]))
+    jobs = sorted(make_jobs(files, tables, key, out, cfg), key=lambda j: (j.source, j.path))
     results = lone_audio_rows(audio_files, jobs)[k - 1 :: n]
     todo = []
     for job in jobs[k - 1 :: n]:
-        info = cache_io.shard_info(out, job["shard"])
-        if info is not None and info.get("input_digest") == job["input_digest"]:
+        info = cache_io.shard_info(out, job.shard)
+        if info is not None and info.get("input_digest") == job.input_digest:
             results.append(result_row(job, "ok", "already cached", info))
         else:
             todo.append(job)

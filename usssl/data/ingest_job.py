@@ -14,7 +14,9 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -40,7 +42,41 @@ FROZEN_MAD = 0.5  # mean absolute grey-level difference below which a frame repe
 DOPPLER_FRACTION = 0.01  # share of coloured pixels in the region from which a frame is colour Doppler
 
 
-def result_row(job: dict, status: str, reason: str, info: dict | None, source: dict | None = None) -> dict:
+@dataclass(frozen=True)
+class IngestJob:
+    """Everything one worker needs to ingest one recording (picklable for "spawn" workers).
+
+    Attributes:
+        path, root: the file and the ingest root it was found under (absolute or as given).
+        source: ``path`` relative to ``root``: the only form of the path in reports.
+        out: the cache folder; shard: the pseudonymous shard id; subject: the pseudonymous subject.
+        size, fps, audio, audio_rate, crop, drop_frozen, drop_doppler: the ingest settings.
+        narration: the same-named WAV/FLAC beside the file, or None; format: the reader's name.
+        labels, gaze: (frame indices, values) from the side tables, or None.
+        input_digest: what the shard is made from (:func:`input_digest`), for resuming.
+    """
+
+    path: str
+    root: str
+    source: str
+    out: str = ""
+    shard: str = ""
+    subject: str = ""
+    size: tuple[int, int] = (64, 64)
+    fps: float | None = None
+    audio: bool = True
+    audio_rate: int = 16000
+    crop: Any = "auto"
+    drop_frozen: bool = False
+    drop_doppler: bool = False
+    narration: str | None = None
+    format: str = "unknown"
+    labels: tuple | None = None
+    gaze: tuple | None = None
+    input_digest: str = ""
+
+
+def result_row(job: IngestJob, status: str, reason: str, info: dict | None, source: dict | None = None) -> dict:
     """One ingest_report.csv row (``cache.REPORT_COLUMNS``), plus the shard info for the index.
 
     ``frames``, ``fps`` and ``duration_s`` describe the SOURCE recording (its header or
@@ -54,16 +90,16 @@ def result_row(job: dict, status: str, reason: str, info: dict | None, source: d
         frames, fps, duration = source["frames"], source["fps"], source["duration_s"]
     else:
         frames = fps = duration = None
-    return {"source": job["source"], "status": status, "reason": reason, "frames": frames,
+    return {"source": job.source, "status": status, "reason": reason, "frames": frames,
             "duration_s": None if duration is None else round(float(duration), 4),
-            "fps": None if fps is None else round(float(fps), 4), "shard": job["shard"],
+            "fps": None if fps is None else round(float(fps), 4), "shard": job.shard,
             "cached_frames": int(info["n_frames"]) if info else 0,
             "audio_kept": bool(info["has_audio"]) if info else None,  # narration can hold spoken names
             "info": info}  # fmt: skip
 
 
-def ingest_one(job: dict) -> dict:
-    """Ingest one recording described by a ``_make_jobs`` dict (top level: spawn-safe).
+def ingest_one(job: IngestJob) -> dict:
+    """Ingest one recording described by its job (``make_jobs``; top level: spawn-safe).
 
     Returns its report row: ``ok``, or ``failed`` with the reason (the file cannot be read or
     decoded, or ingest refuses it); the absolute path never appears in the reason.
@@ -73,42 +109,42 @@ def ingest_one(job: dict) -> dict:
         return result_row(job, "ok", "", _ingest(job, seen))
     except Exception as exc:  # bad input is data: recorded in the report, the run goes on
         reason = str(exc) if isinstance(exc, UssslError) else f"{type(exc).__name__}: {exc}"
-        reason = reason.replace(str(Path(job["path"]).resolve()), job["source"])
-        return result_row(job, "failed", reason.replace(job["path"], job["source"]), None, seen or None)
+        reason = reason.replace(str(Path(job.path).resolve()), job.source)
+        return result_row(job, "failed", reason.replace(job.path, job.source), None, seen or None)
 
 
-def _ingest(job: dict, seen: dict) -> dict:
-    path, size = Path(job["path"]), job["size"]
+def _ingest(job: IngestJob, seen: dict) -> dict:
+    path, size = Path(job.path), job.size
     found = reader_for(path)
     if found is None:
         raise DataError(f"{path}: not a recording usssl can read (unknown extension, no DICOM magic)")
-    rec = found[1](path, Path(job["root"]), audio=job["audio"], audio_rate=job["audio_rate"])
+    rec = found[1](path, Path(job.root), audio=job.audio, audio_rate=job.audio_rate)
     seen.update(frames=int(rec.n_frames), fps=float(rec.fps), duration_s=float(rec.duration_s))
-    geo = imaging_geometry(rec, path, job["crop"], job["fps"])
+    geo = imaging_geometry(rec, path, job.crop, job.fps)
     narration = _attach_narration(rec, job)
     src_idx, box, static = geo.src_idx, geo.box, geo.static  # (T,); (x0, y0, x1, y1); (H, W) or None
-    fps = float(job["fps"] or rec.fps)
-    writer = cache_io.ShardWriter(Path(job["out"]), job["shard"], len(src_idx), size)
+    fps = float(job.fps or rec.fps)
+    writer = cache_io.ShardWriter(Path(job.out), job.shard, len(src_idx), size)
     try:
-        flags, written = _write_frames(geo, size, writer, job["drop_frozen"], job["drop_doppler"])
+        flags, written = _write_frames(geo, size, writer, job.drop_frozen, job.drop_doppler)
         if len(written) and not written.any():
             raise DataError(f"{rec.source}: every frame is flagged and dropped (ingest.drop_frozen / "
                             "ingest.drop_doppler)")  # fmt: skip
         src_idx = src_idx[: len(flags)][written]
         labels = np.full(writer.n, -1, np.int16)
-        if job["labels"] is not None:
-            labels = _per_frame(job["labels"], rec.n_frames, -1, np.int16)[src_idx]
+        if job.labels is not None:
+            labels = _per_frame(job.labels, rec.n_frames, -1, np.int16)[src_idx]
         gaze = np.full((writer.n, 2), np.nan, np.float32)
-        if job["gaze"] is not None:
-            gaze = map_points(_per_frame(job["gaze"], rec.n_frames, np.nan, np.float64)[src_idx], box, size)
+        if job.gaze is not None:
+            gaze = map_points(_per_frame(job.gaze, rec.n_frames, np.nan, np.float64)[src_idx], box, size)
             outside = (gaze < -0.5) | (gaze > np.array([size[1], size[0]]) - 0.5)
             gaze[outside.any(axis=1)] = np.nan
         audio = None
-        if job["audio"] and rec.audio is not None:
-            audio = _cached_audio(rec.audio, written, fps, job["audio_rate"])
+        if job.audio and rec.audio is not None:
+            audio = _cached_audio(rec.audio, written, fps, job.audio_rate)
         spacing = _cached_spacing(rec.spacing_mm, box, size)  # (row, column) mm or None
-        info = {"subject": job["subject"], "fps": fps, "height": int(size[0]), "width": int(size[1]),
-                "has_audio": audio is not None, "has_speech": _has_speech(audio, job["audio_rate"]),
+        info = {"subject": job.subject, "fps": fps, "height": int(size[0]), "width": int(size[1]),
+                "has_audio": audio is not None, "has_speech": _has_speech(audio, job.audio_rate),
                 "n_labelled": int((labels >= 0).sum()), "crop_box": list(box),
                 "spacing_mm": None if spacing is None else list(spacing),
                 "spacing_mm_x": None if spacing is None else spacing[1],
@@ -117,24 +153,24 @@ def _ingest(job: dict, seen: dict) -> dict:
                 "colour": geo.colour, "narration_file": narration is not None,
                 "n_frozen": int((flags & cache_io.FLAG_FROZEN).astype(bool).sum()),
                 "n_doppler": int((flags & cache_io.FLAG_DOPPLER).astype(bool).sum()),
-                "n_dropped": int((~written).sum()), "source_format": job["format"],
+                "n_dropped": int((~written).sum()), "source_format": job.format,
                 "source_fps": float(rec.fps), "source_frames": int(rec.n_frames),
                 "source_duration_s": float(rec.duration_s),
                 "source_height": int(rec.height), "source_width": int(rec.width),
                 "manufacturer": rec.meta.get("manufacturer") or None,
-                "input_digest": job["input_digest"]}  # fmt: skip
+                "input_digest": job.input_digest}  # fmt: skip
         return writer.finish(audio=audio, labels=labels, gaze=gaze, flags=flags[written], info=info)
     except BaseException:
         writer.abort()
         raise
 
 
-def _attach_narration(rec: Recording, job: dict) -> str | None:
+def _attach_narration(rec: Recording, job: IngestJob) -> str | None:
     """Use the same-named WAV/FLAC as narration when ``rec`` has no audio track; returns its source."""
-    if not job["narration"] or not job["audio"] or rec.audio is not None:
+    if not job.narration or not job.audio or rec.audio is not None:
         return None
-    rec.audio, rec.sample_rate = read_audio(job["narration"], job["audio_rate"])
-    return job["narration"]
+    rec.audio, rec.sample_rate = read_audio(job.narration, job.audio_rate)
+    return job.narration
 
 
 def _cached_spacing(spacing: tuple[float, float] | None, box, size) -> tuple[float, float] | None:
@@ -218,13 +254,13 @@ def _has_speech(audio: np.ndarray | None, rate: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- jobs
-def lone_audio_rows(audio_files: list[tuple[Path, Path]], jobs: list[dict]) -> list[dict]:
+def lone_audio_rows(audio_files: list[tuple[Path, Path]], jobs: list[IngestJob]) -> list[dict]:
     """Report rows for WAV/FLAC files that are nobody's narration (audio alone is not a shard)."""
-    used = {str(Path(job["narration"]).resolve()) for job in jobs if job["narration"]}
+    used = {str(Path(job.narration).resolve()) for job in jobs if job.narration}
     rows = []
     for path, root in audio_files:
         if str(path.resolve()) not in used:
-            job = {"source": relative_source(path, root), "shard": ""}
+            job = IngestJob(path=str(path), root=str(root), source=relative_source(path, root))
             rows.append(result_row(job, "skipped", "audio-only file: not a recording (no frames); a WAV/FLAC "
                                 "with the same name as a video, DICOM or NIfTI file beside it is used as "
                                 "that recording's narration", None))  # fmt: skip
@@ -232,8 +268,8 @@ def lone_audio_rows(audio_files: list[tuple[Path, Path]], jobs: list[dict]) -> l
 
 
 def make_jobs(files: list[tuple[Path, Path]], tables: Tables, key: bytes, out: Path,
-               cfg: IngestConfig) -> list[dict]:  # fmt: skip
-    """One plain (picklable) dict per recording for the worker processes."""
+               cfg: IngestConfig) -> list[IngestJob]:  # fmt: skip
+    """One (picklable) job per recording for the worker processes."""
     sources = [relative_source(path, root) for path, root in files]
     clashes = {s for s in sources if sources.count(s) > 1}
     jobs, unnamed = [], 0
@@ -247,16 +283,13 @@ def make_jobs(files: list[tuple[Path, Path]], tables: Tables, key: bytes, out: P
         unnamed += patient_id is None
         subject = pseudonym(patient_id if patient_id is not None else stem, key, kind="subject")
         shard_key = str(path.resolve()) if source in clashes else source
-        job = {"path": str(path), "root": str(root), "source": source, "out": str(out),
-               "shard": pseudonym(shard_key, key, kind="shard"), "subject": subject,
-               "size": tuple(cfg.size), "fps": cfg.fps, "audio": cfg.audio,
-               "audio_rate": cfg.audio_rate, "crop": cfg.crop,
-               "drop_frozen": bool(getattr(cfg, "drop_frozen", False)),
-               "drop_doppler": bool(getattr(cfg, "drop_doppler", False)),
-               "narration": narration_path(path, stem), "format": fmt,
-               "labels": tables.labels.get(stem), "gaze": tables.gaze.get(stem)}  # fmt: skip
-        job["input_digest"] = input_digest(job)
-        jobs.append(job)
+        job = IngestJob(path=str(path), root=str(root), source=source, out=str(out),
+                        shard=pseudonym(shard_key, key, kind="shard"), subject=subject, size=tuple(cfg.size),
+                        fps=cfg.fps, audio=cfg.audio, audio_rate=cfg.audio_rate, crop=cfg.crop,
+                        drop_frozen=bool(cfg.drop_frozen), drop_doppler=bool(cfg.drop_doppler),
+                        narration=narration_path(path, stem), format=fmt, labels=tables.labels.get(stem),
+                        gaze=tables.gaze.get(stem))  # fmt: skip
+        jobs.append(replace(job, input_digest=input_digest(job)))
     if unnamed and tables.subjects:
         log.warning("%d recording(s) have no row in subjects.csv: each is its own subject", unnamed)
     return jobs
@@ -270,7 +303,7 @@ def narration_path(path: Path, stem: str) -> str | None:
 
 
 
-def run_jobs(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
+def run_jobs(jobs: list[IngestJob], workers: int, progress: bool) -> list[dict]:
     """``ingest_one`` over ``jobs``, in worker processes ("spawn") when workers > 1."""
     results = []
     with progress_bar("ingest", len(jobs), progress, counts=True) as bar:
@@ -293,15 +326,15 @@ def run_jobs(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
     return results
 
 
-def input_digest(job: dict) -> str:
+def input_digest(job: IngestJob) -> str:
     """What a shard was made from (file size and time, subject, labels, gaze, narration file), for
     resuming."""
-    stat = os.stat(job["path"])
-    h = hashlib.sha256(json.dumps([job["source"], job["subject"], stat.st_size, stat.st_mtime_ns]).encode())
-    if job.get("narration"):
-        side = os.stat(job["narration"])
+    stat = os.stat(job.path)
+    h = hashlib.sha256(json.dumps([job.source, job.subject, stat.st_size, stat.st_mtime_ns]).encode())
+    if job.narration:
+        side = os.stat(job.narration)
         h.update(json.dumps(["narration", side.st_size, side.st_mtime_ns]).encode())
-    for table in (job["labels"], job["gaze"]):
+    for table in (job.labels, job.gaze):
         for array in table or ():
             h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()
