@@ -47,9 +47,15 @@ def test_export_stage_output_runs_in_usssl_predict(tiny_run, tmp_path):
     cfg, result = tiny_run
     export = Path(cfg.output_dir) / "export"
     spec = json.loads((export / "preprocessing.json").read_text())
-    results = pd.read_csv(Path(cfg.output_dir) / "evaluate" / "results.csv")
-    best = results[results["protocol"] != "knn"].groupby(["init", "protocol", "label_fraction"])["f1"].mean().idxmax()
-    assert spec["provenance"]["init"] == best[0] and spec["provenance"]["protocol"] == best[1]
+    manifest = pd.DataFrame(json.loads((Path(cfg.output_dir) / "finetune" / "manifest.json").read_text()))
+    best = manifest[manifest["protocol"] != "knn"].groupby(["init", "protocol", "label_fraction"])["val_f1"].mean().idxmax()
+    chosen = spec["provenance"]
+    assert (chosen["init"], chosen["protocol"], chosen["label_fraction"]) == best  # chosen on validation, never test
+    assert spec["provenance"]["trained_on"]["refit"] == "every subject"  # the recipe re-run on all subjects
+    assert spec["provenance"]["selection"]["val_f1"] == pytest.approx(manifest.groupby(
+        ["init", "protocol", "label_fraction"])["val_f1"].mean()[best], abs=1e-4)
+    estimate = spec["provenance"]["cross_validated_estimate"]
+    assert estimate["f1_lo"] <= estimate["f1"] <= estimate["f1_hi"]
     assert "saliency" in spec["models"] and spec["input"]["size"] == [32, 32]
     video = sorted((Path(cfg.output_dir) / "synth").rglob("*.mp4"))[0]
     assert main(["predict", str(export), str(video), "--out", str(tmp_path / "pred"), "--every", "5"]) == 0

@@ -60,10 +60,18 @@ def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], typ
         output_dir: str = Field("runs/pipeline", description="everything the pipeline writes goes here",
                                 json_schema_extra=PATH)
         seed: int = Field(0, description="seeds every random draw (data, models, splits of training)")
+        seeds: list[int] | None = Field(
+            None, description="run the whole protocol (pretraining, transfer, saliency) once per seed; the folds "
+            "and validation subjects stay those of `seed`; null: [seed]")
         data: DataConfig = Field(default_factory=DataConfig)
         tracking: TrackingConfig = Field(default_factory=TrackingConfig)
         trainer: TrainerConfig = Field(default_factory=TrainerConfig)
         stages: list[StageEntry] = Field(default_factory=list)
+
+        @property
+        def run_seeds(self) -> list[int]:
+            """The seeds the protocol runs with: ``seeds``, else ``[seed]``."""
+            return list(self.seeds) if self.seeds else [self.seed]
 
         def stage(self, kind: str) -> Any:
             """The first stage of ``kind`` or None."""
@@ -98,6 +106,13 @@ def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], typ
                 if fold is not None and (fine is None or fine.cv != "kfold" or fold >= fine.folds):
                     raise ValueError(f"pretrain.exclude_fold: {fold} needs a finetune stage with cv: kfold and "
                                      f"more than {fold} folds")
+                if fold is not None and not e.body.shared and fine.run_folds != [fold]:
+                    raise ValueError(f"pretrain.exclude_fold: {fold} pretrains once on the other folds' subjects, "
+                                     "whose test subjects the other folds then score: a leak. Leave exclude_fold "
+                                     "unset (pretraining runs per fold), set finetune.run_folds: "
+                                     f"[{fold}], or set pretrain.shared: true (tables then say 'transductive')")
+            if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+                raise ValueError(f"seeds: give distinct seeds, e.g. [0, 1, 2] (got {self.seeds})")
             return self
 
         @property

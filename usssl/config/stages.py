@@ -56,9 +56,13 @@ class PretrainBase(Strict):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
                              description="name of this pretrained encoder (default: the method); needed "
                              "to tell several pretrain stages apart in finetune.inits")
+    shared: bool = Field(
+        False, description="finetune cv: kfold: false (strictly inductive) pretrains once per fold and seed on "
+        "that fold's training and validation subjects; true pretrains once on the ingest split's training "
+        "subjects, which may hold other folds' test subjects, and every table then says 'transductive'")
     exclude_fold: int | None = Field(
-        None, ge=0, description="pretrain on every subject outside this fold of finetune's k folds "
-        "(null: the ingest split's training subjects)")
+        None, ge=0, description="pretrain once on every subject outside this fold of finetune's k folds (with "
+        "shared: true, or with finetune.run_folds: [this fold]); null: per fold, or the ingest split")
 
 
 METHOD_HELP = {"video_speech": "Jiao MICCAI 2020", "order_transform": "Jiao ISBI 2020", "cvrl": "Qian CVPR 2021"}
@@ -110,7 +114,17 @@ class FinetuneConfig(Strict):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     encoder_lr_scale: float = Field(1.0, gt=0, le=1, description="fine-tune: encoder lr = lr × this")
     augment: bool = Field(True, description="protocol augmentation: flip, ±10° rotation, zoom, gamma")
-    linear_epochs: int = Field(100, ge=1, description="epochs of the linear probe on frozen features")
+    linear_epochs: int = Field(100, ge=1, description="epochs of the linear probe on frozen features (the most; "
+                               "with early_stopping the best on validation, checked every 10)")
+    val_fraction: float = Field(
+        0.25, ge=0, lt=1, description="share of each fold's training subjects held out (by subject, stratified) "
+        "for validation: every choice (epochs, lr, the exported recipe) is made on it, never on test; the "
+        "ingest split's val subjects are used instead when it has some; 0: no selection")
+    early_stopping: bool = Field(True, description="keep the epoch with the best validation macro F1 "
+                                 "(finetune: every epoch; linear: every 10 epochs)")
+    lr_grid: list[float] = Field(
+        default_factory=list, description="finetune protocol: learning rates tried, the best on validation kept "
+        "(empty: optimizer.lr only)")
     knn_k: int = Field(20, ge=1, description="knn: neighbours that vote")
     knn_temperature: float = Field(0.07, gt=0, description="knn: vote weight exp(cosine / τ)")
 
@@ -122,6 +136,8 @@ class FinetuneConfig(Strict):
         for f in self.run_folds or []:
             if not 0 <= f < self.folds:
                 raise ValueError(f"run_folds: fold {f} does not exist (folds are 0..{self.folds - 1})")
+        if any(not lr > 0 for lr in self.lr_grid):
+            raise ValueError(f"lr_grid: learning rates must be > 0, got {self.lr_grid}")
         return self
 
 
@@ -181,8 +197,13 @@ class SaliencyConfig(Strict):
 class ExportConfig(Strict):
     """Export a fine-tuned plane classifier (+ its saliency model) for ``usssl predict``."""
 
-    model: str = Field("best", description="best: the highest mean macro F1 of the evaluate stage (linear or "
-                       "finetune); or a model tag from finetune/manifest.json, e.g. video_speech-finetune-1")
-    saliency: bool = Field(True, description="include the saliency model trained for the same init, when one exists")
+    model: str = Field("best", description="best: the recipe (init, protocol, label fraction; linear or finetune) "
+                       "with the highest mean *validation* macro F1, re-run on all subjects (refit); or a model tag "
+                       "from finetune/manifest.json, e.g. video_speech-finetune-1, exported as fitted")
+    refit: bool = Field(True, description="best: re-run the chosen recipe once on every subject (its own "
+                        "pretraining included, epochs chosen on an inner validation split) and export that model; "
+                        "false: export the first fold's model of the recipe")
+    saliency: bool = Field(True, description="include the saliency model trained for the same init (the first "
+                           "fold and seed's), when one exists")
 
 

@@ -89,30 +89,51 @@ def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int
     return scores_from_confusion(confusion_matrix(y_true, y_pred, n_classes))
 
 
+def _per_subject(y_true, y_pred, subjects, groups, n_classes) -> tuple[np.ndarray, int]:
+    """(G, S, C, C) confusion counts per group (e.g. seed) and subject, and S."""
+    _, inverse = np.unique(np.asarray(subjects), return_inverse=True)
+    group_ids, g_inverse = np.unique(np.zeros(len(inverse), int) if groups is None else np.asarray(groups),
+                                     return_inverse=True)  # fmt: skip
+    counts = np.zeros((len(group_ids), inverse.max() + 1 if len(inverse) else 0, n_classes, n_classes), np.int64)
+    np.add.at(counts, (g_inverse, inverse, np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return counts, counts.shape[1]
+
+
+def pooled_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
+                  groups: np.ndarray | None = None) -> dict[str, float]:
+    """Macro P / R / F1 of the predictions pooled within each group (e.g. the out-of-fold predictions
+    of one seed: every subject predicted once by a model that never saw it), averaged over groups."""
+    counts, _ = _per_subject(y_true, y_pred, np.zeros(len(y_true), int), groups, n_classes)
+    macro = _macro(counts.sum(axis=1))  # each (G,)
+    return {k: float(v.mean()) for k, v in macro.items()}
+
+
 def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, subjects: np.ndarray, n_classes: int,
-                 n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
+                 n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                 groups: np.ndarray | None = None) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of macro P / R / F1, resampling *subjects* with replacement.
 
     Frames of one subject are correlated, so the unit of resampling is the subject: each replicate
     draws as many subjects as there are (with replacement) and pools all their frames. Each
     replicate is scored by the same macro rule as ``classification_scores`` (over the classes in
-    that replicate's truth or predictions).
+    that replicate's truth or predictions). With ``groups`` (e.g. the seed of each prediction) a
+    replicate draws the subjects once and scores each group's pooled predictions of them, then
+    averages over groups: the interval of :func:`pooled_scores`, the same quantity as the estimate.
 
     Args:
         y_true, y_pred: (N,) class indices.
         subjects: (N,) subject id of each frame.
-        n_boot: replicates; level: e.g. 0.95 for a 95% interval.
+        n_boot: replicates; level: e.g. 0.95 for a 95% interval; seed: of the resampling.
+        groups: (N,) group of each prediction, or None (one group).
 
     Returns:
         {"precision": (lo, hi), "recall": (lo, hi), "f1": (lo, hi)}.
     """
-    ids, inverse = np.unique(np.asarray(subjects), return_inverse=True)
-    per_subject = np.zeros((len(ids), n_classes, n_classes), dtype=np.int64)  # (S, C, C)
-    np.add.at(per_subject, (inverse, np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    per_subject, n_subjects = _per_subject(y_true, y_pred, subjects, groups, n_classes)  # (G, S, C, C)
     rng = np.random.default_rng(seed)
-    draws = rng.multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=n_boot)  # (R, S) counts
-    cms = np.einsum("rs,scd->rcd", draws, per_subject)  # (R, C, C)
-    macro = _macro(cms)  # each (R,)
+    draws = rng.multinomial(n_subjects, np.full(n_subjects, 1.0 / n_subjects), size=n_boot)  # (R, S) counts
+    cms = np.einsum("rs,gscd->rgcd", draws, per_subject)  # (R, G, C, C)
+    macro = {k: v.mean(axis=1) for k, v in _macro(cms).items()}  # each (R,): the mean over groups
     q = [(1 - level) / 2, 1 - (1 - level) / 2]
     return {k: tuple(float(v) for v in np.quantile(m, q)) for k, m in macro.items()}
 

@@ -17,6 +17,7 @@ every class, as in the label-efficiency protocol of METHODS.md §3.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import lightning as L
@@ -27,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from usssl.data.augment import ClipAugment
+from usssl.downstream.metrics import classification_scores
 from usssl.engine.optim import configure_optimization
 
 
@@ -132,12 +134,23 @@ def balanced_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def macro_f1(model: nn.Module, dataset: Dataset, labels: np.ndarray, n_classes: int) -> float:
+    """Macro F1 of ``model``'s predictions on ``dataset`` (``usssl.downstream.metrics``'s rule)."""
+    return classification_scores(labels, predict(model, dataset).argmax(1), n_classes)["f1"]
+
+
 def fit_linear_probe(encoder: nn.Module, dataset: Dataset, labels: np.ndarray, n_classes: int,
-                     epochs: int = 100, lr: float = 0.05, weight_decay: float = 1e-4, seed: int = 0) -> PlaneClassifier:
+                     epochs: int = 100, lr: float = 0.05, weight_decay: float = 1e-4, seed: int = 0,
+                     val: tuple[Dataset, np.ndarray] | None = None, eval_every: int = 10) -> PlaneClassifier:
     """Logistic regression on frozen, standardised features (full batch, Adam).
 
+    With ``val`` (a dataset and its labels, from validation subjects) the head is scored every
+    ``eval_every`` epochs and the one with the best validation macro F1 is kept (early stopping
+    on validation, never on test).
+
     Returns a ``PlaneClassifier`` whose head has the standardisation folded in, so it runs on
-    raw encoder features like a fine-tuned model.
+    raw encoder features like a fine-tuned model; ``model.selection`` is ``{"epoch", "val_f1"}``
+    (val_f1 NaN without ``val``).
     """
     torch.manual_seed(seed)
     feats = extract_features(encoder, dataset)  # (N, D)
@@ -147,15 +160,52 @@ def fit_linear_probe(encoder: nn.Module, dataset: Dataset, labels: np.ndarray, n
     weights = balanced_weights(labels, n_classes)
     head = nn.Linear(x.shape[1], n_classes)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(epochs):
+    x_val = None if val is None or len(val[1]) == 0 else (extract_features(encoder, val[0]) - mean) / std
+    best = {"epoch": epochs, "val_f1": float("nan")}
+    best_state = None
+    for epoch in range(1, epochs + 1):
         opt.zero_grad()
         F.cross_entropy(head(x), y, weight=weights).backward()
         opt.step()
+        if x_val is not None and (epoch % eval_every == 0 or epoch == epochs):
+            with torch.no_grad():
+                f1 = classification_scores(val[1], head(x_val).argmax(1).numpy(), n_classes)["f1"]
+            if best_state is None or f1 > best["val_f1"]:
+                best, best_state = {"epoch": epoch, "val_f1": f1}, copy.deepcopy(head.state_dict())
+    if best_state is not None:
+        head.load_state_dict(best_state)
     model = PlaneClassifier(encoder, n_classes, freeze_encoder=True)
+    model.selection = best
     with torch.no_grad():  # W·((f − μ)/σ) + b  =  (W/σ)·f + (b − W·μ/σ)
         model.head.weight.copy_(head.weight / std)
         model.head.bias.copy_(head.bias - (head.weight * (mean / std)).sum(1))
     return model
+
+
+class KeepBestOnValidation(L.Callback):
+    """Early stopping on validation for the ``finetune`` protocol: after every training epoch the
+    model is scored on the validation subjects (macro F1) and, at the end of training, the weights
+    of the best epoch are restored. ``selection`` is then ``{"epoch", "val_f1"}``.
+
+    Args:
+        dataset, labels: validation frames and their classes; n_classes: classes.
+    """
+
+    def __init__(self, dataset: Dataset, labels: np.ndarray, n_classes: int) -> None:
+        self.dataset, self.labels, self.n_classes = dataset, labels, n_classes
+        self.selection = {"epoch": 0, "val_f1": float("nan")}
+        self.best_state: dict | None = None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        f1 = macro_f1(pl_module, self.dataset, self.labels, self.n_classes)
+        pl_module.train()
+        if self.best_state is None or f1 > self.selection["val_f1"]:
+            self.selection = {"epoch": trainer.current_epoch + 1, "val_f1": f1}
+            self.best_state = copy.deepcopy(pl_module.state_dict())
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.best_state is not None:
+            pl_module.load_state_dict(self.best_state)
 
 
 def epoch_weights(labels: np.ndarray, background: int | None = None) -> np.ndarray:

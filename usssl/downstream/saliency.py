@@ -51,10 +51,13 @@ def kl_loss(log_pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 def train_saliency(model: SaliencyModel, dataset: Dataset, epochs: int = 5, lr: float = 1e-3,
                    batch_size: int = 16, weight_decay: float = 0.0, hflip: bool = False,
-                   seed: int = 0) -> list[float]:
+                   seed: int = 0, val: Dataset | None = None) -> list[float]:
     """Adam on ``kl_loss``; batch order and flips drawn from ``seed``. Returns each epoch's mean loss.
 
-    ``hflip`` mirrors a random half of the frames left-right together with their ground truth.
+    ``hflip`` mirrors a random half of the frames left-right together with their ground truth. With
+    ``val`` (frames of validation subjects) the model is scored (mean KL) after every epoch and the
+    weights of the best epoch are restored at the end: the epoch count is chosen on validation;
+    ``model.selection`` is then ``{"epoch", "val_kl"}``.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -62,7 +65,8 @@ def train_saliency(model: SaliencyModel, dataset: Dataset, epochs: int = 5, lr: 
                         generator=torch.Generator().manual_seed(seed))
     flips = torch.Generator().manual_seed(seed + 1)
     model.train()
-    history = []
+    history, best_state = [], None
+    model.selection = {"epoch": epochs, "val_kl": float("nan")}
     for epoch in range(epochs):
         total, n = 0.0, 0
         for batch in loader:
@@ -78,6 +82,14 @@ def train_saliency(model: SaliencyModel, dataset: Dataset, epochs: int = 5, lr: 
             total, n = total + loss.item() * len(batch["video"]), n + len(batch["video"])
         history.append(total / max(n, 1))
         log.info("saliency epoch %d/%d: KL %.4f", epoch + 1, epochs, history[-1])
+        if val is not None and len(val):
+            val_kl = float(evaluate_saliency(model, val)["kl"].mean())
+            model.train()
+            if best_state is None or val_kl < model.selection["val_kl"]:
+                model.selection = {"epoch": epoch + 1, "val_kl": val_kl}
+                best_state = copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return history
 
 
@@ -178,8 +190,10 @@ def save_overlays(model: nn.Module, dataset: SaliencyDataset, out_dir: Path, n: 
 
 
 def run_saliency(cache: Cache | str | Path, encoder: nn.Module | Callable[[], nn.Module], cfg: SaliencyConfig,
-                 out_dir: str | Path, seed: int = 0, model_meta: dict | None = None) -> dict[str, float]:
-    """Train a ``SaliencyModel`` on the training split, score it and the baselines on the test split.
+                 out_dir: str | Path, seed: int = 0, model_meta: dict | None = None,
+                 shards: dict[str, list[str]] | None = None) -> dict[str, float]:
+    """Train a ``SaliencyModel`` on the training subjects (epochs chosen on the validation subjects when
+    there are some), score it and the baselines once on the test subjects.
 
     Writes to ``out_dir``: ``saliency_results.csv`` (one row per test frame and model: trained,
     centre_bias, uniform), ``saliency_summary.csv`` (means per model) and ``saliency_overlay_XX.png``.
@@ -190,6 +204,8 @@ def run_saliency(cache: Cache | str | Path, encoder: nn.Module | Callable[[], nn
         cfg: the saliency settings.
         out_dir: output folder (created).
         seed: seeds the decoder's initialisation and the batch order.
+        shards: {"train", "val", "test"} shard ids (a fold); None: the cache's train / test split,
+            no validation.
         model_meta: when given (e.g. ``{"encoder_cfg": ...}``), the trained model is also saved as
             ``saliency_model.pt`` (state, decoder size, and this mapping) for export.
 
@@ -200,8 +216,12 @@ def run_saliency(cache: Cache | str | Path, encoder: nn.Module | Callable[[], nn
     cache = cache if isinstance(cache, Cache) else Cache(cache)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train = SaliencyDataset.from_config(cache, cache.shard_ids("train"), cfg, split="train")
-    test = SaliencyDataset.from_config(cache, cache.shard_ids("test"), cfg, split="test")
+    if shards is None:
+        train = SaliencyDataset.from_config(cache, cache.shard_ids("train"), cfg, split="train")
+        test = SaliencyDataset.from_config(cache, cache.shard_ids("test"), cfg, split="test")
+        val = None
+    else:
+        train, val, test = (SaliencyDataset.from_config(cache, shards.get(part, []), cfg) for part in ("train", "val", "test"))
     for split, ds in (("train", train), ("test", test)):
         if len(ds) == 0:
             raise DataError(f"{cache.root}: no {split} frame has gaze; saliency needs a gaze.csv at ingest "
@@ -209,7 +229,7 @@ def run_saliency(cache: Cache | str | Path, encoder: nn.Module | Callable[[], nn
     torch.manual_seed(seed)
     enc = copy.deepcopy(encoder) if isinstance(encoder, nn.Module) else encoder()
     model = SaliencyModel(enc, cfg.decoder_channels, cfg.decoder_blocks, cfg.freeze_encoder)
-    history = train_saliency(model, train, cfg.epochs, cfg.lr, cfg.batch_size, cfg.weight_decay, cfg.hflip, seed)
+    history = train_saliency(model, train, cfg.epochs, cfg.lr, cfg.batch_size, cfg.weight_decay, cfg.hflip, seed, val)
     baselines = {"centre_bias": fit_centre_bias(train), "uniform": UniformSaliency()}
     results = pd.concat([evaluate_saliency(m, test, name=name)
                          for name, m in {"trained": model, **baselines}.items()], ignore_index=True)
@@ -224,4 +244,5 @@ def run_saliency(cache: Cache | str | Path, encoder: nn.Module | Callable[[], nn
                             cfg.clip_frames, **model_meta)
     log.info("saliency on %d test frames:\n%s", len(test), summary.to_string(index=False, float_format="%.3f"))
     out = {f"{row['model']}/{m}": float(row[m]) for _, row in summary.iterrows() for m in METRICS}
-    return out | {"n_train_frames": float(len(train)), "n_test_frames": float(len(test)), "train_kl": history[-1]}
+    return out | {"n_train_frames": float(len(train)), "n_test_frames": float(len(test)), "train_kl": history[-1],
+                  "selected_epoch": float(model.selection["epoch"]), "val_kl": model.selection["val_kl"]}

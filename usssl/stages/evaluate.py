@@ -2,10 +2,14 @@
 
 Outputs in ``<output_dir>/evaluate/``:
 
-- ``results.csv``: long format, one row per (init, protocol, label_fraction, fold) with macro
-  precision / recall / F1, accuracy, frame counts and ``pretrain_saw_test``;
+- ``results.csv``: long format, one row per (init, protocol, label_fraction, fold, seed) with macro
+  precision / recall / F1 on the fold's test subjects, accuracy, the validation F1 the model was
+  selected with, frame counts and ``pretrain_saw_test``;
 - ``per_class.csv``: the same keys plus class, precision, recall, F1, support;
-- ``intervals.csv``: 95% bootstrap intervals over subjects of the predictions pooled across folds;
+- ``intervals.csv``: per configuration, the estimate — macro P/R/F1 of the pooled out-of-fold
+  predictions of each seed (every subject predicted once by a model that never saw it), averaged
+  over seeds — with its 95% bootstrap interval over subjects of that same quantity, mean ± std
+  over folds, the mean validation F1 and, for recording-level tasks, AUROC and per-class sensitivity;
 - ``predictions.csv``: model, fold, subject (a keyed pseudonym), shard, frame, true, predicted, p
   (with ``level: recording`` one row per recording, frame -1: probabilities averaged over frames);
 - ``report.md``, ``label_efficiency.png`` and ``confusion_<init>-<protocol>-<fraction>.png``
@@ -24,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from usssl.config import EvaluateConfig, PipelineConfig
+from usssl.downstream.metrics import (auroc_ovr, bootstrap_ci, classification_scores, confusion_matrix,
+                                      per_class_sensitivity, pooled_scores)
 from usssl.data.cache import Cache
 from usssl.errors import ConfigError
 
@@ -52,12 +58,12 @@ def by_recording(probs: np.ndarray, labels: np.ndarray, shards: list[str], subje
 
 
 def run(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dict:
-    """Score the models of ``finetune/manifest.json``; write and log the report (module docstring)."""
-    from usssl.downstream.metrics import bootstrap_ci, classification_scores, confusion_matrix
+    """Score the models of ``finetune/manifest.json`` once on their test subjects; write and log the
+    report (module docstring)."""
+    from usssl.downstream.checkpoint import load_classifier
     from usssl.downstream.plane_detection import predict
     from usssl.downstream.report import confusion_plot, label_efficiency_plot, markdown_report
-    from usssl.downstream.checkpoint import load_classifier
-    from usssl.stages.common import fold_plan
+    from usssl.stages.common import fold_plan, protocol_description
 
     cache = Cache(cfg.cache_dir)
     classes = cache.classes
@@ -71,6 +77,7 @@ def run(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dic
     out.mkdir(parents=True, exist_ok=True)
     rows, per_class, predictions = [], [], []
     pooled: dict[tuple, list[pd.DataFrame]] = {}
+    probs_of: dict[tuple, list[np.ndarray]] = {}
     for entry in manifest:
         test = tests[entry["fold"]]
         model = load_classifier(entry["path"])
@@ -82,57 +89,84 @@ def run(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dic
             frames = [-1] * len(shards)
         pred = probs.argmax(1)
         scores = classification_scores(labels, pred, len(classes))
-        key = tuple(entry[k] for k in KEYS)
-        rows.append({**{k: entry[k] for k in KEYS}, "fold": entry["fold"],
+        key, seed = tuple(entry[k] for k in KEYS), entry.get("seed", cfg.seed)
+        rows.append({**{k: entry[k] for k in KEYS}, "fold": entry["fold"], "seed": seed,
                      **{m: scores[m] for m in ("precision", "recall", "f1", "accuracy")},
-                     "n_train": entry["n_train"], "n_test": len(labels), "level": ecfg.level,
-                     "n_test_subjects": len(set(subjects)),
+                     "val_f1": entry.get("val_f1", float("nan")), "n_train": entry["n_train"],
+                     "n_test": len(labels), "level": ecfg.level, "n_test_subjects": len(set(subjects)),
                      "pretrain_saw_test": entry.get("pretrain_saw_test", False)})
         pc = scores["per_class"]
-        per_class += [{**{k: entry[k] for k in KEYS}, "fold": entry["fold"], "class": name,
+        per_class += [{**{k: entry[k] for k in KEYS}, "fold": entry["fold"], "seed": seed, "class": name,
                        "precision": pc["precision"][c], "recall": pc["recall"][c], "f1": pc["f1"][c],
                        "support": int(pc["support"][c])} for c, name in enumerate(classes)]
-        frame = pd.DataFrame({"model": entry["tag"], "fold": entry["fold"], "subject": subjects,
+        frame = pd.DataFrame({"model": entry["tag"], "fold": entry["fold"], "seed": seed, "subject": subjects,
                               "shard": shards, "frame": frames,
                               "true": [classes[i] for i in labels], "pred": [classes[i] for i in pred],
                               "p_pred": probs[np.arange(len(pred)), pred].round(4),
                               "y": labels, "yhat": pred})
         predictions.append(frame)
         pooled.setdefault(key, []).append(frame)
+        probs_of.setdefault(key, []).append(probs)
         tracker.log_metrics({f"{entry['tag']}/{m}": scores[m] for m in ("precision", "recall", "f1", "accuracy")})
     results = pd.DataFrame(rows)
-    mean_f1 = results.groupby(KEYS)["f1"].mean()
-    plotted = {"all": list(pooled), "best": [mean_f1.idxmax()], "none": []}[ecfg.confusion_plots]
-    intervals = []
-    for key, frames in pooled.items():
-        both = pd.concat(frames)
-        y, yhat = both["y"].to_numpy(), both["yhat"].to_numpy()
-        row = dict(zip(KEYS, key))
-        if ecfg.bootstrap:
-            ci = bootstrap_ci(y, yhat, both["subject"].to_numpy(), len(classes), n_boot=ecfg.bootstrap, seed=cfg.seed)
-            row.update({f"{m}_{end}": ci[m][i] for m in ci for i, end in enumerate(("lo", "hi"))})
-        row["n_subjects"] = both["subject"].nunique()
-        intervals.append(row)
-        if key in plotted:  # counts summed over folds
-            title = (f"{_config_tag(key)} (best)" if ecfg.confusion_plots == "best" else
-                     f"{_config_tag(key)} — macro F1 {100 * mean_f1[key]:.1f}% (all folds)")
-            confusion_plot(confusion_matrix(y, yhat, len(classes)), classes,
-                           out / f"confusion_{_config_tag(key)}.png", title)
-    intervals = pd.DataFrame(intervals)
+    intervals = pd.DataFrame([_estimate(key, pd.concat(frames), np.concatenate(probs_of[key]), results, ecfg,
+                                        len(classes), cfg.seed) for key, frames in pooled.items()])
+    estimate = intervals.set_index(KEYS)["f1"]
+    plotted = {"all": list(pooled), "best": [estimate.idxmax()], "none": []}[ecfg.confusion_plots]
+    for key in plotted:  # counts summed over folds and seeds
+        both = pd.concat(pooled[key])
+        title = (f"{_config_tag(key)} (best)" if ecfg.confusion_plots == "best" else
+                 f"{_config_tag(key)} — macro F1 {100 * estimate[key]:.1f}% (pooled out-of-fold)")
+        confusion_plot(confusion_matrix(both["y"], both["yhat"], len(classes)), classes,
+                       out / f"confusion_{_config_tag(key)}.png", title)
     per_class = pd.DataFrame(per_class)
     results.to_csv(out / "results.csv", index=False)
     per_class.to_csv(out / "per_class.csv", index=False)
     intervals.to_csv(out / "intervals.csv", index=False)
     pd.concat(predictions).drop(columns=["y", "yhat"]).to_csv(out / "predictions.csv", index=False)
     unit = "recordings" if ecfg.level == "recording" else "frames"
-    report = markdown_report(results, f"{ecfg.title} ({unit})", intervals=intervals if ecfg.bootstrap else None,
-                             per_class=per_class, reference=ecfg.paper_reference)
+    protocol = protocol_description(cfg, cache)
+    protocol["transductive"] = protocol["transductive"] or bool(results["pretrain_saw_test"].any())
+    report = markdown_report(results, f"{ecfg.title} ({unit})", intervals=intervals, per_class=per_class,
+                             reference=ecfg.paper_reference, protocol=protocol)
     (out / "report.md").write_text(report)
-    label_efficiency_plot(results, out / "label_efficiency.png")
+    label_efficiency_plot(results, out / "label_efficiency.png", transductive=protocol["transductive"])
     for name in ("results.csv", "per_class.csv", "intervals.csv", "predictions.csv", "report.md",
                  "label_efficiency.png"):
         tracker.log_artifact(out / name, "report")
     for png in sorted(out.glob("confusion_*.png")):
         tracker.log_artifact(png, "report/confusion")
-    n_test = int(results.groupby("fold")["n_test"].first().sum())
-    return {"report": report, "results": str(out / "results.csv"), "n_test": n_test, "folds": len(folds)}
+    n_test = int(results.groupby(["seed", "fold"])["n_test"].first().groupby("fold").first().sum())
+    return {"report": report, "results": str(out / "results.csv"), "n_test": n_test, "folds": len(folds),
+            "seeds": int(results["seed"].nunique())}
+
+
+def _estimate(key, both: pd.DataFrame, probs: np.ndarray, results: pd.DataFrame, ecfg: EvaluateConfig,
+              n_classes: int, seed: int) -> dict:
+    """One configuration's cross-validated estimate: macro P/R/F1 of the pooled out-of-fold predictions
+    of each seed, averaged over seeds; its 95% interval (a bootstrap over subjects of that same
+    quantity); mean ± std over folds (seed-averaged) beside it; AUROC for recording-level tasks."""
+    y, yhat, groups = both["y"].to_numpy(), both["yhat"].to_numpy(), both["seed"].to_numpy()
+    row = dict(zip(KEYS, key)) | pooled_scores(y, yhat, n_classes, groups)
+    if ecfg.bootstrap:
+        ci = bootstrap_ci(y, yhat, both["subject"].to_numpy(), n_classes, n_boot=ecfg.bootstrap, seed=seed,
+                          groups=groups)
+        row.update({f"{m}_{end}": ci[m][i] for m in ci for i, end in enumerate(("lo", "hi"))})
+    mine = results[(results[KEYS] == pd.Series(dict(zip(KEYS, key)))).all(axis=1)]
+    by_fold = mine.groupby("fold")[["f1", "val_f1"]].mean()  # seed-averaged per fold
+    row |= {"fold_f1_mean": float(by_fold["f1"].mean()),
+            "fold_f1_std": float(by_fold["f1"].std(ddof=1)) if len(by_fold) > 1 else float("nan"),
+            "val_f1": float(by_fold["val_f1"].mean()), "n_folds": len(by_fold),
+            "n_seeds": int(mine["seed"].nunique()), "n_subjects": int(both["subject"].nunique())}
+    if ecfg.level == "recording" and len(np.unique(y)) > 1:
+        row["auroc"] = float(np.mean([auroc_ovr(probs[groups == g], y[groups == g], n_classes)
+                                      for g in np.unique(groups)]))
+        sensitivity = pooled_recall(y, yhat, groups, n_classes)
+        row |= {f"sensitivity_{c}": v for c, v in enumerate(sensitivity)}
+    return row
+
+
+def pooled_recall(y: np.ndarray, yhat: np.ndarray, groups: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class sensitivity of each group's pooled predictions, averaged over groups: (C,)."""
+    return np.nanmean([per_class_sensitivity(y[groups == g], yhat[groups == g], n_classes)
+                       for g in np.unique(groups)], axis=0)

@@ -1,5 +1,11 @@
-"""The export stage: the best (or a named) fitted plane classifier, with the saliency model of the
-same init when there is one, as ``export/`` for ``usssl predict``.
+"""The export stage: a plane classifier, with the saliency model of the same init when there is one,
+as ``export/`` for ``usssl predict``.
+
+Cross-validation estimates how well a *recipe* (init × protocol × label fraction, with the settings
+selected on validation) works; it does not pick a model to ship. The recipe with the best mean
+*validation* macro F1 is re-run once on every subject — its own pretraining included, with an inner
+subject-level validation split for epoch selection — and that model is exported (``refit``).
+``preprocessing.json`` records the recipe, how it was chosen and its cross-validated estimate.
 
     >>> run(cfg, cfg.stage("export"), tracker, resume=False)["export_dir"]
     'runs/demo/export'
@@ -12,6 +18,7 @@ import logging
 from pathlib import Path
 
 import pandas as pd
+from torch import nn
 
 from usssl.config import ExportConfig, PipelineConfig
 from usssl.data.cache import Cache
@@ -19,23 +26,97 @@ from usssl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+KEYS = ["init", "protocol", "label_fraction"]
 
-def choose_model(cfg: PipelineConfig, xcfg: ExportConfig) -> dict:
-    """The manifest entry to export: ``xcfg.model`` by tag, or the best mean F1 (fold 0's model)."""
+
+def choose_recipe(cfg: PipelineConfig, xcfg: ExportConfig) -> dict:
+    """The recipe to export, chosen on validation only: ``xcfg.model`` by tag, or the (init, protocol,
+    label fraction) with the best mean validation macro F1 over folds and seeds. Test scores are
+    never read here. Returns the first manifest entry of the recipe plus ``selection`` (how it was
+    chosen, with every recipe's mean validation F1)."""
     manifest = json.loads((Path(cfg.output_dir) / "finetune" / "manifest.json").read_text())
     if xcfg.model != "best":
         found = [e for e in manifest if e["tag"] == xcfg.model]
         if not found:
             raise ConfigError(f"export.model: no fitted model {xcfg.model!r}; choose one of "
                               f"{sorted(e['tag'] for e in manifest)} or 'best'")
-        return found[0]
-    results_path = Path(cfg.output_dir) / "evaluate" / "results.csv"
-    if not results_path.is_file():
-        raise ConfigError("export.model: 'best' needs the evaluate stage's results; put export after evaluate")
-    results = pd.read_csv(results_path)
-    results = results[results["protocol"].isin(["linear", "finetune"])]
-    init, protocol, frac = results.groupby(["init", "protocol", "label_fraction"])["f1"].mean().idxmax()
-    return next(e for e in manifest if (e["init"], e["protocol"], e["label_fraction"]) == (init, protocol, frac))
+        return {**found[0], "selection": {"rule": f"named in the config: {xcfg.model}"}}
+    fitted = pd.DataFrame(manifest)
+    fitted = fitted[fitted["protocol"].isin(["linear", "finetune"])]
+    val = fitted.groupby(KEYS)["val_f1"].mean() if "val_f1" in fitted else pd.Series(dtype=float)
+    if val.dropna().empty:
+        raise ConfigError("export.model: 'best' chooses on validation scores and the finetune stage has none "
+                          "(finetune.val_fraction is 0, or a fold has too few subjects); set finetune.val_fraction "
+                          "> 0 or name a model tag in export.model")
+    key = val.idxmax()
+    entry = next(e for e in manifest if tuple(e[k] for k in KEYS) == key)
+    table = {"-".join(f"{v:g}" if isinstance(v, float) else str(v) for v in k): round(float(f), 4)
+             for k, f in val.dropna().items()}
+    return {**entry, "selection": {"rule": "best mean validation macro F1 over folds and seeds (linear, finetune)",
+                                   "val_f1": round(float(val[key]), 4), "validation_f1_by_recipe": table}}
+
+
+def cv_estimate(cfg: PipelineConfig, recipe: dict) -> dict | None:
+    """The evaluate stage's cross-validated estimate of ``recipe`` (macro F1 with its interval), if any."""
+    path = Path(cfg.output_dir) / "evaluate" / "intervals.csv"
+    if not path.is_file():
+        return None
+    rows = pd.read_csv(path)
+    row = rows[(rows["init"] == recipe["init"]) & (rows["protocol"] == recipe["protocol"])
+               & (rows["label_fraction"] == recipe["label_fraction"])]  # fmt: skip
+    if row.empty:
+        return None
+    keep = [c for c in ("f1", "f1_lo", "f1_hi", "precision", "recall", "fold_f1_mean", "fold_f1_std", "n_folds",
+                        "n_seeds", "n_subjects") if c in row]
+    return {k: (float(v) if isinstance(v, float) else int(v)) for k, v in row.iloc[0][keep].items()}
+
+
+def refit_on_all_subjects(cfg: PipelineConfig, recipe: dict, tracker, resume: bool):
+    """Re-run ``recipe`` once on every subject: its pretraining (when the init is a pretrain stage), then
+    the protocol at its label fraction, with epochs chosen on an inner subject-level validation split.
+    Returns (model, its EncoderConfig, the inner fit's selection)."""
+    import lightning as L
+
+    from usssl.data.splits import shards_of
+    from usssl.models.checkpoint import load_encoder
+    from usssl.models.encoders import build_encoder
+    from usssl.stages.common import Fold, pretrain_stage_named, random_encoder_config, validation_subjects
+    from usssl.stages.finetune import fit, supervised_encoder
+    from usssl.stages.pretrain import train_encoder
+    from usssl.downstream.plane_detection import label_fraction_indices
+
+    fcfg, cache = cfg.stage("finetune"), Cache(cfg.cache_dir)
+    out = Path(cfg.output_dir) / "export-refit"
+    everyone = sorted(set(cache.index["subject"]))
+    fold = Fold(-1, *validation_subjects(cache, everyone, fcfg.val_fraction, cfg.seed), [], False)
+    init, seed = recipe["init"], cfg.seed
+    enc_cfg, state = random_encoder_config(cfg), None
+    if init == "supervised":
+        state = supervised_encoder(cfg, fcfg, fold, cache, tracker, out, resume, seed).state_dict()
+    elif init != "random":
+        pcfg = pretrain_stage_named(cfg, init)
+        folder = out / f"pretrain-{init}"
+        if not (resume and (folder / "encoder.pt").is_file()):
+            log.info("export: pretraining %s on all %d subjects", init, len(everyone))
+            train_encoder(cfg, pcfg, cache, shards_of(cache, everyone), None, seed, folder, f"export-pretrain-{init}",
+                          tracker, resume, metric_prefix="export/")
+        encoder, enc_cfg, _ = load_encoder(folder / "encoder.pt")
+        state = encoder.state_dict()
+
+    def make_encoder() -> nn.Module:
+        encoder = build_encoder(enc_cfg)
+        if state is not None:
+            encoder.load_state_dict(state)
+        return encoder
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    full = fold.frames(cache, "train", fcfg.frame_stride)
+    idx = label_fraction_indices(full.labels, recipe["label_fraction"], seed=seed)
+    subset = fold.frames(cache, "train", fcfg.frame_stride, indices=idx)
+    model, chosen = fit(cfg, fcfg, recipe["protocol"], make_encoder, subset, fold.frames(cache, "val", fcfg.frame_stride),
+                        cache.classes, tracker, "export-refit", seed)
+    return model, enc_cfg, {**chosen, "n_train": int(idx.size), "n_subjects": len(everyone),
+                            "n_inner_val_subjects": len(fold.val_subjects)}
 
 
 def run(cfg: PipelineConfig, xcfg: ExportConfig, tracker, resume: bool) -> dict:
@@ -43,17 +124,27 @@ def run(cfg: PipelineConfig, xcfg: ExportConfig, tracker, resume: bool) -> dict:
     from usssl.downstream.checkpoint import load_classifier, load_saliency_model
     from usssl.downstream.export import PreprocessingSpec, export_model
 
-    entry = choose_model(cfg, xcfg)
-    model = load_classifier(entry["path"])
+    recipe = choose_recipe(cfg, xcfg)
+    estimate = cv_estimate(cfg, recipe)
+    if xcfg.model == "best" and xcfg.refit:
+        model, _, refit = refit_on_all_subjects(cfg, recipe, tracker, resume)
+        trained_on = {"refit": "every subject", **refit}
+    else:
+        model, trained_on = load_classifier(recipe["path"]), {"refit": f"no: the fitted model {recipe['tag']}"}
     saliency, clip = None, None
-    sal_path = Path(cfg.output_dir) / "saliency" / entry["init"] / "saliency_model.pt"
-    if xcfg.saliency and sal_path.is_file():
-        saliency, saved = load_saliency_model(sal_path)
+    candidates = sorted((Path(cfg.output_dir) / "saliency" / recipe["init"]).rglob("saliency_model.pt"))
+    if xcfg.saliency and candidates:
+        saliency, saved = load_saliency_model(candidates[0])
         clip = saved["clip_frames"]
-    spec = PreprocessingSpec.from_training(Cache(cfg.cache_dir).settings, entry, pipeline=cfg.name)
+    spec = PreprocessingSpec.from_training(Cache(cfg.cache_dir).settings, recipe, pipeline=cfg.name)
     spec.saliency_clip_frames = clip
+    spec.provenance |= {"selection": recipe["selection"], "cross_validated_estimate": estimate,
+                        "trained_on": trained_on,
+                        "saliency_model": str(candidates[0].relative_to(cfg.output_dir)) if saliency else None}
     out = export_model(model, Path(cfg.output_dir) / "export", spec, saliency=saliency)
     for name in sorted(p.name for p in out.iterdir()):
         tracker.log_artifact(out / name, "export")
-    log.info("exported %s to %s (usssl predict %s INPUT...)", entry["tag"], out, out)
-    return {"model": entry["tag"], "saliency": saliency is not None, "export_dir": str(out)}
+    log.info("exported %s (%s) to %s (usssl predict %s INPUT...)", "-".join(str(recipe[k]) for k in KEYS),
+             trained_on["refit"], out, out)
+    return {"model": recipe["tag"], "recipe": {k: recipe[k] for k in KEYS}, "saliency": saliency is not None,
+            "export_dir": str(out), "refit": xcfg.model == "best" and xcfg.refit}

@@ -11,9 +11,9 @@ subjects.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
@@ -23,16 +23,19 @@ from usssl.data.cache import Cache
 from usssl.data.datasets import FrameDataset
 from usssl.data.splits import BACKGROUND
 from usssl.engine.distributed import is_main_process
+from usssl.engine.files import write_json_atomic
 from usssl.stages.common import Fold, fold_plan, init_names, pretrained_encoder, random_encoder_config
 
 log = logging.getLogger(__name__)
 
 
-def finetune_model(encoder: nn.Module, n_classes: int, fcfg: FinetuneConfig):
-    """An untrained ``PlaneClassifier`` of the ``finetune`` protocol around ``encoder``."""
+def finetune_model(encoder: nn.Module, n_classes: int, fcfg: FinetuneConfig, lr: float | None = None):
+    """An untrained ``PlaneClassifier`` of the ``finetune`` protocol around ``encoder`` (``lr``: instead
+    of ``fcfg.optimizer.lr``)."""
     from usssl.downstream.plane_detection import PlaneClassifier
 
-    return PlaneClassifier(encoder, n_classes, fcfg.optimizer, encoder_lr_scale=fcfg.encoder_lr_scale,
+    optimizer = fcfg.optimizer if lr is None else fcfg.optimizer.model_copy(update={"lr": lr})
+    return PlaneClassifier(encoder, n_classes, optimizer, encoder_lr_scale=fcfg.encoder_lr_scale,
                            augment=fcfg.augment)
 
 
@@ -40,56 +43,84 @@ def _background(classes: list[str]) -> int | None:
     return classes.index(BACKGROUND) if BACKGROUND in classes else None
 
 
-def _fit_finetune(cfg, fcfg, model, subset, background, tracker, tag: str) -> None:
+def _fit_finetune(cfg, fcfg, model, subset, background, tracker, tag: str, seed: int, keep=None) -> None:
     from usssl.downstream.plane_detection import balanced_loader
     from usssl.engine.trainer import build_trainer
 
     loader = balanced_loader(subset, subset.labels, fcfg.batch_size, fcfg.samples_per_epoch,
-                             seed=cfg.seed, background=background)
+                             seed=seed, background=background)
     trainer = build_trainer(cfg, f"finetune/{tag}", tracker, fcfg.max_epochs, checkpoints=False,
-                            metric_prefix=f"{tag}/")
+                            metric_prefix=f"{tag}/", callbacks=[keep] if keep is not None else None)
     trainer.fit(model, loader)
 
 
-def fit(cfg: PipelineConfig, fcfg: FinetuneConfig, protocol: str, encoder: nn.Module, subset: FrameDataset,
-        classes: list[str], tracker, tag: str) -> nn.Module:
-    """Fit one model of ``protocol`` on the labelled ``subset``."""
-    from usssl.downstream.plane_detection import fit_knn, fit_linear_probe
+def fit(cfg: PipelineConfig, fcfg: FinetuneConfig, protocol: str, make_encoder: Callable[[], nn.Module],
+        subset: FrameDataset, val: FrameDataset | None, classes: list[str], tracker, tag: str,
+        seed: int) -> tuple[nn.Module, dict]:
+    """Fit one model of ``protocol`` on the labelled ``subset``; every choice on ``val`` (the fold's
+    validation subjects), never on test. Returns (model, selection: epoch, lr, val_f1)."""
+    import lightning as L
+
+    from usssl.downstream.plane_detection import KeepBestOnValidation, fit_knn, fit_linear_probe, macro_f1
 
     n_classes = len(classes)
+    has_val = val is not None and len(val) > 0
     if protocol == "linear":
-        return fit_linear_probe(encoder, subset, subset.labels, n_classes, epochs=fcfg.linear_epochs, seed=cfg.seed)
-    if protocol == "knn":
-        return fit_knn(encoder, subset, subset.labels, n_classes, fcfg.knn_k, fcfg.knn_temperature)
-    model = finetune_model(encoder, n_classes, fcfg)
-    _fit_finetune(cfg, fcfg, model, subset, _background(classes), tracker, tag)
-    return model
+        model = fit_linear_probe(make_encoder(), subset, subset.labels, n_classes, epochs=fcfg.linear_epochs,
+                                 seed=seed, val=(val, val.labels) if has_val and fcfg.early_stopping else None)
+        chosen = dict(model.selection, lr=0.05)
+    elif protocol == "knn":
+        model, chosen = fit_knn(make_encoder(), subset, subset.labels, n_classes, fcfg.knn_k, fcfg.knn_temperature), {}
+    else:
+        best_model, chosen = None, {}
+        for lr in fcfg.lr_grid or [fcfg.optimizer.lr]:
+            L.seed_everything(seed, workers=True, verbose=False)
+            model = finetune_model(make_encoder(), n_classes, fcfg, lr)
+            keep = KeepBestOnValidation(val, val.labels, n_classes) if has_val and fcfg.early_stopping else None
+            _fit_finetune(cfg, fcfg, model, subset, _background(classes), tracker, tag, seed, keep)
+            found = dict(keep.selection if keep else {"epoch": fcfg.max_epochs}, lr=lr)
+            if "val_f1" not in found and has_val:
+                found["val_f1"] = macro_f1(model, val, val.labels, n_classes)
+            if best_model is None or found.get("val_f1", 0) > chosen.get("val_f1", 0):
+                best_model, chosen = model, found
+        model = best_model
+    if has_val and "val_f1" not in chosen:
+        chosen["val_f1"] = macro_f1(model, val, val.labels, n_classes)
+    return model, {"epoch": chosen.get("epoch"), "lr": chosen.get("lr"), "val_f1": chosen.get("val_f1", float("nan"))}
 
 
 def supervised_encoder(cfg: PipelineConfig, fcfg: FinetuneConfig, fold: Fold, cache: Cache, tracker,
-                       out: Path, resume: bool) -> nn.Module:
-    """The supervised reference: an encoder fine-tuned from random init on all of the fold's labels."""
+                       out: Path, resume: bool, seed: int) -> nn.Module:
+    """The supervised reference: an encoder fine-tuned from random init on all of the fold's training
+    labels (epochs chosen on its validation subjects)."""
     from usssl.models.checkpoint import load_encoder, save_encoder
     from usssl.models.encoders import build_encoder
 
     enc_cfg = random_encoder_config(cfg)
-    path = out / f"supervised-encoder-fold{fold.index}.pt"
+    path = out / f"supervised-encoder-fold{fold.index}{_seed_tag(cfg, seed)}.pt"
     if resume and path.is_file():
         return load_encoder(path)[0]
-    encoder = build_encoder(enc_cfg)
     import lightning as L
 
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    train = fold.frames(cache, "train", fcfg.frame_stride)
-    model = finetune_model(encoder, len(cache.classes), fcfg)
-    _fit_finetune(cfg, fcfg, model, train, _background(cache.classes), tracker, f"supervised-fold{fold.index}")
+    L.seed_everything(seed, workers=True, verbose=False)
+    model, _ = fit(cfg, fcfg, "finetune", lambda: build_encoder(enc_cfg), fold.frames(cache, "train", fcfg.frame_stride),
+                   fold.frames(cache, "val", fcfg.frame_stride), cache.classes, tracker,
+                   f"supervised-fold{fold.index}{_seed_tag(cfg, seed)}", seed)
     if is_main_process():
         save_encoder(path, model.encoder, enc_cfg)
     return model.encoder
 
 
+def _seed_tag(cfg: PipelineConfig, seed: int) -> str:
+    return "" if len(cfg.run_seeds) == 1 else f"-seed{seed}"
+
+
 def run(cfg: PipelineConfig, fcfg: FinetuneConfig, tracker, resume: bool) -> dict:
-    """Fit every (fold, init, protocol, label fraction); write ``finetune/manifest.json``."""
+    """Fit every (seed, fold, init, protocol, label fraction); write ``finetune/manifest.json``.
+
+    Reads the training and validation subjects of each fold only: test subjects are never loaded here
+    (the evaluate stage scores them once).
+    """
     import lightning as L
 
     from usssl.downstream.checkpoint import save_classifier
@@ -101,43 +132,68 @@ def run(cfg: PipelineConfig, fcfg: FinetuneConfig, tracker, resume: bool) -> dic
     folds = fold_plan(cfg, fcfg, cache)
     inits = init_names(cfg, fcfg)
     manifest = []
-    pretrained = {init: pretrained_encoder(cfg, init) for init in inits if init not in ("random", "supervised")}
-    # init -> encoder state to start from (None: a fresh, seeded random encoder); loaded once
-    weights: dict[str, dict | None] = {"random": None, **{i: e.state_dict() for i, (e, _, _) in pretrained.items()}}
-    for fold in folds:
-        full = fold.frames(cache, "train", fcfg.frame_stride)
-        log.info("fold %d: %d training subjects, %d test subjects, %d labelled training frames",
-                 fold.index, len(fold.train_subjects), len(fold.test_subjects), len(full))
-        if "supervised" in inits:  # the reference encoder, trained once per fold
-            weights["supervised"] = supervised_encoder(cfg, fcfg, fold, cache, tracker, out, resume).state_dict()
-        for init in inits:
-            enc_cfg, seen = pretrained[init][1:] if init in pretrained else (random_encoder_config(cfg), [])
-            for protocol in fcfg.protocols:
-                for frac in sorted(fcfg.label_fractions):
-                    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    for seed in cfg.run_seeds:
+        for fold in folds:
+            full = fold.frames(cache, "train", fcfg.frame_stride)
+            val = fold.frames(cache, "val", fcfg.frame_stride)
+            log.info("seed %d, fold %d: %d training, %d validation and %d test subjects; %d labelled training "
+                     "frames", seed, fold.index, len(fold.train_subjects), len(fold.val_subjects),
+                     len(fold.test_subjects), len(full))  # fmt: skip
+            # init -> (encoder settings, state to start from or None: a fresh seeded encoder, subjects it saw)
+            starts: dict[str, tuple] = {"random": (random_encoder_config(cfg), None, [])}
+            for init in inits:
+                if init == "supervised":  # the reference encoder, trained once per fold and seed
+                    encoder = supervised_encoder(cfg, fcfg, fold, cache, tracker, out, resume, seed)
+                    starts[init] = (random_encoder_config(cfg), encoder.state_dict(), fold.seen_subjects)
+                elif init != "random":
+                    encoder, enc_cfg, seen = pretrained_encoder(cfg, init, cache, fold, seed)
+                    starts[init] = (enc_cfg, encoder.state_dict(), seen)
+            for init in inits:
+                enc_cfg, state, seen = starts[init]
+
+                def make_encoder(enc_cfg=enc_cfg, state=state) -> nn.Module:
                     encoder = build_encoder(enc_cfg)
-                    if weights[init] is not None:
-                        encoder.load_state_dict(weights[init])
-                    tag = f"{init}-{protocol}-{frac:g}" + ("" if fold.from_split else f"-fold{fold.index}")
-                    path = out / f"{tag}.pt"
-                    idx = label_fraction_indices(full.labels, frac, seed=cfg.seed)
-                    entry = {"tag": tag, "init": init, "protocol": protocol, "label_fraction": frac,
-                             "fold": fold.index, "n_train": int(idx.size), "path": str(path),
-                             "pretrain_saw_test": bool(set(seen) & set(fold.test_subjects))}
-                    manifest.append(entry)
-                    if resume and path.is_file():
-                        continue
-                    subset = fold.frames(cache, "train", fcfg.frame_stride, indices=idx)
-                    t0 = time.time()
-                    model = fit(cfg, fcfg, protocol, encoder, subset, cache.classes, tracker, tag)
-                    extra = {"knn_k": fcfg.knn_k, "knn_temperature": fcfg.knn_temperature} if protocol == "knn" else {}
-                    if is_main_process():
-                        save_classifier(path, model, enc_cfg, cache.classes, **extra,
-                                        **{k: v for k, v in entry.items() if k != "path"})
-                    tracker.log_metrics({f"{tag}/train_seconds": time.time() - t0, f"{tag}/n_train": idx.size})
-                    if cfg.tracking.log_checkpoints:
-                        tracker.log_artifact(path, "checkpoints")
+                    if state is not None:
+                        encoder.load_state_dict(state)
+                    return encoder
+
+                for protocol in fcfg.protocols:
+                    for frac in sorted(fcfg.label_fractions):
+                        L.seed_everything(seed, workers=True, verbose=False)
+                        tag = (f"{init}-{protocol}-{frac:g}" + ("" if fold.from_split else f"-fold{fold.index}")
+                               + _seed_tag(cfg, seed))  # fmt: skip
+                        path = out / f"{tag}.pt"
+                        idx = label_fraction_indices(full.labels, frac, seed=seed)
+                        entry = {"tag": tag, "init": init, "protocol": protocol, "label_fraction": frac,
+                                 "fold": fold.index, "seed": seed, "n_train": int(idx.size), "path": str(path),
+                                 "n_val_subjects": len(fold.val_subjects),
+                                 "pretrain_saw_test": bool(set(seen) & set(fold.test_subjects))}
+                        if resume and path.is_file():
+                            manifest.append({**entry, **_saved_selection(path)})
+                            continue
+                        subset = fold.frames(cache, "train", fcfg.frame_stride, indices=idx)
+                        t0 = time.time()
+                        model, chosen = fit(cfg, fcfg, protocol, make_encoder, subset, val, cache.classes, tracker,
+                                            tag, seed)
+                        entry |= {"val_f1": chosen["val_f1"], "selected_epoch": chosen["epoch"],
+                                  "selected_lr": chosen["lr"]}
+                        manifest.append(entry)
+                        extra = {"knn_k": fcfg.knn_k, "knn_temperature": fcfg.knn_temperature} if protocol == "knn" else {}
+                        if is_main_process():
+                            save_classifier(path, model, enc_cfg, cache.classes, **extra,
+                                            **{k: v for k, v in entry.items() if k != "path"})
+                        tracker.log_metrics({f"{tag}/train_seconds": time.time() - t0, f"{tag}/n_train": idx.size,
+                                             **({f"{tag}/val_f1": chosen["val_f1"]} if val is not None and len(val) else {})})
+                        if cfg.tracking.log_checkpoints:
+                            tracker.log_artifact(path, "checkpoints")
     if is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return {"models": len(manifest), "folds": len(folds)}
+        write_json_atomic(out / "manifest.json", manifest, newline=False)
+    return {"models": len(manifest), "folds": len(folds), "seeds": len(cfg.run_seeds)}
+
+
+def _saved_selection(path: Path) -> dict:
+    """The selection fields saved with a fitted model (for a resumed run's manifest)."""
+    import torch
+
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    return {k: saved.get(k) for k in ("val_f1", "selected_epoch", "selected_lr")}

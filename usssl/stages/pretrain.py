@@ -1,18 +1,25 @@
-"""The pretrain stage: a self-supervised method on the training subjects only, its encoder saved.
+"""The pretrain stage: a self-supervised method on training subjects only, its encoders saved.
 
 The method comes from the registry (``usssl.methods.METHODS``): its module makes the dataset of the
-training shards and the LightningModule; this stage never branches on a method name. Outputs in
-``<output_dir>/pretrain`` (``pretrain-<name>`` for a later named stage): ``encoder.pt``
-(``usssl.models.checkpoint``) and ``pretrain_data.json`` (the shards and subjects it saw).
+training shards and the LightningModule; this stage never branches on a method name. It runs every
+pretraining of ``usssl.stages.common.pretrain_runs``: one per fold and seed (strictly inductive, the
+default with k folds), or one per seed on the ingest split's training subjects. Each writes, in
+``<output_dir>/pretrain`` (``pretrain-<name>`` for a later named stage; ``fold<k>-seed<s>/`` or
+``seed<s>/`` below it when there are several), ``encoder.pt`` (``usssl.models.checkpoint``) and
+``pretrain_data.json`` (the shards and subjects it saw), and ``done.json`` once it has finished.
+With ``--resume`` a finished pretraining (same epoch and step limits) is kept and an unfinished
+one continues from its last checkpoint.
 
-    >>> run(cfg, cfg.stage("pretrain"), tracker, resume=False)["encoder"]
-    'runs/demo/pretrain/encoder.pt'
+    >>> run(cfg, cfg.stage("pretrain"), tracker, resume=False)["encoders"]
+    ['runs/demo/pretrain/encoder.pt']
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+from pathlib import Path
 
 from usssl.config import PipelineConfig
 from usssl.engine.distributed import is_main_process
@@ -22,53 +29,75 @@ from usssl.engine.tracking import Tracker
 log = logging.getLogger(__name__)
 
 
-def pretrain_shards(cfg: PipelineConfig, pcfg, cache) -> tuple[list[str], str | None]:
-    """(shard ids, split name for the dataset's check): the split's training subjects, or every
-    subject outside fold ``pcfg.exclude_fold`` of the finetune stage's k folds."""
-    if pcfg.exclude_fold is None:
-        return cache.shard_ids("train"), "train"
-    from usssl.data.splits import cache_fold, shards_of
-
-    fcfg = cfg.stage("finetune")
-    train, _ = cache_fold(cache, fcfg.folds, cfg.seed, pcfg.exclude_fold)
-    return shards_of(cache, train), None
-
-
-def run(cfg: PipelineConfig, pcfg, tracker: Tracker, resume: bool) -> dict:
-    """Train ``pcfg.method`` on the training shards; save the encoder (module docstring)."""
+def train_encoder(cfg: PipelineConfig, pcfg, cache, shards: list[str], split: str | None, seed: int,
+                  folder: Path, stage: str, tracker: Tracker, resume: bool, fold: int | None = None,
+                  metric_prefix: str = "") -> dict:
+    """Pretrain ``pcfg.method`` on ``shards`` with ``seed``; save ``folder/encoder.pt`` (and the data
+    it saw); ``stage`` names its checkpoint folder, ``metric_prefix`` its MLflow curves. Returns the
+    final epoch metrics."""
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from usssl.data.cache import Cache
     from usssl.engine.trainer import build_trainer, checkpoint_dir, resume_checkpoint
     from usssl.methods import method_module
     from usssl.models.checkpoint import save_encoder
 
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    cache = Cache(cfg.cache_dir)
+    L.seed_everything(seed, workers=True, verbose=False)
     method = method_module(pcfg.method)
-    shards, split = pretrain_shards(cfg, pcfg, cache)  # held-out subjects never reach pretraining
-    dataset, data_metrics = method.make_dataset(cache, shards, split, pcfg, cfg.seed)
+    dataset, data_metrics = method.make_dataset(cache, shards, split, pcfg, seed)
     module = method.make_module(pcfg, cache)
     name = pcfg.name or pcfg.method
-    out = cfg.pretrain_dir(name)
-    stage = out.name  # "pretrain" or "pretrain-<name>": checkpoints and logs of this stage
     if is_main_process():
-        write_json_atomic(out / "pretrain_data.json", {"exclude_fold": pcfg.exclude_fold, "shards": shards,
-                                                       "subjects": dataset.subjects, "method": pcfg.method,
-                                                       "name": name}, newline=False, default=str)
-    tracker.log_params({"method": pcfg.method, "n_train_shards": len(shards)})
+        write_json_atomic(folder / "pretrain_data.json", {"exclude_fold": pcfg.exclude_fold, "fold": fold,
+                                                          "seed": seed, "shards": shards,
+                                                          "subjects": dataset.subjects, "method": pcfg.method,
+                                                          "name": name}, newline=False, default=str)
     tracker.log_metrics(data_metrics)
     loader = DataLoader(dataset, batch_size=pcfg.batch_size, shuffle=False, drop_last=True,
                         num_workers=cfg.trainer.num_workers)
     if not resume and is_main_process():
         shutil.rmtree(checkpoint_dir(cfg, stage), ignore_errors=True)
-    trainer = build_trainer(cfg, stage, tracker, pcfg.max_epochs, pcfg.max_steps)
+    trainer = build_trainer(cfg, stage, tracker, pcfg.max_epochs, pcfg.max_steps, metric_prefix=metric_prefix)
     trainer.fit(module, loader, ckpt_path=resume_checkpoint(cfg, stage) if resume else None)
     if trainer.global_rank == 0:
-        save_encoder(out / "encoder.pt", module.encoder, pcfg.encoder, method=pcfg.method, name=name)
+        save_encoder(folder / "encoder.pt", module.encoder, pcfg.encoder, method=pcfg.method, name=name,
+                     fold=fold, seed=seed)
         if cfg.tracking.log_checkpoints:
-            tracker.log_artifact(out / "encoder.pt", "checkpoints")
+            tracker.log_artifact(folder / "encoder.pt", f"checkpoints/{folder.name}" if metric_prefix else "checkpoints")
     final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("_epoch")}
-    tracker.log_metrics({f"final/{k}": v for k, v in final.items()})
-    return {"encoder": str(out / "encoder.pt"), "epochs": trainer.current_epoch, **final}
+    return {"epochs": trainer.current_epoch, **final}
+
+
+def run(cfg: PipelineConfig, pcfg, tracker: Tracker, resume: bool) -> dict:
+    """Run every pretraining of this stage (module docstring)."""
+    from usssl.data.cache import Cache
+    from usssl.data.splits import shards_of
+    from usssl.stages.common import pretrain_runs
+
+    cache = Cache(cfg.cache_dir)
+    runs = pretrain_runs(cfg, pcfg, cache)
+    tracker.log_params({"method": pcfg.method, "n_pretrainings": len(runs),
+                        "inductive": all(r.fold is not None for r in runs)})
+    summary: dict = {"encoders": [], "runs": []}
+    for r in runs:
+        path, marker = r.folder / "encoder.pt", r.folder / "done.json"
+        wanted = {"max_epochs": pcfg.max_epochs, "max_steps": pcfg.max_steps}
+        if resume and path.is_file() and marker.is_file() and json.loads(marker.read_text()) == wanted:
+            log.info("pretraining %s (seed %d) already finished; kept (--resume)", r.inductive_for, r.seed)
+        else:
+            # the ingest split's training shards are checked against it; a fold's subjects by construction
+            shards, split = (cache.shard_ids("train"), "train") if r.fold is None and pcfg.exclude_fold is None \
+                else (shards_of(cache, r.subjects), None)
+            log.info("pretraining %s on %d subject(s) (%s, seed %d)", pcfg.method, len(r.subjects),
+                     r.inductive_for, r.seed)
+            final = train_encoder(cfg, pcfg, cache, shards, split, r.seed, r.folder, r.stage, tracker, resume,
+                                  fold=r.fold, metric_prefix="" if len(runs) == 1 else f"{r.folder.name}/")
+            summary["runs"].append({"fold": r.fold, "seed": r.seed, **final})
+            if is_main_process():
+                write_json_atomic(marker, wanted)
+            tracker.log_metrics({f"final/{r.stage}/{k}" if len(runs) > 1 else f"final/{k}": v
+                                 for k, v in final.items()})  # fmt: skip
+        summary["encoders"].append(str(path))
+    if len(runs) == 1:  # one pretraining: its figures at the top level, as the stage always reported them
+        summary |= {"encoder": summary["encoders"][0], **(summary["runs"][0] if summary["runs"] else {})}
+    return summary
