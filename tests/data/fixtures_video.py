@@ -46,14 +46,16 @@ def blob_centre(i: int, fps: float = FPS) -> tuple[float, float]:
 
 
 def render(n_frames: int, seed: int = 0, text: str = "PT 0042") -> np.ndarray:
-    """(n, H, W) uint8 frames: per-frame speckle in the fan, a moving blob, static text."""
+    """(n, H, W) uint8 frames: per-frame speckle in the fan (spatially correlated, like ultrasound's:
+    iid pixel noise is not speckle and reads as strokes), a moving blob, static text."""
     rng = np.random.default_rng(seed)
     mask = fan_mask()
     yy, xx = np.mgrid[:SIZE, :SIZE]
     frames = np.zeros((n_frames, SIZE, SIZE), np.uint8)
     for i in range(n_frames):
         img = np.zeros((SIZE, SIZE), np.float32)
-        img[mask] = rng.uniform(40, 110, int(mask.sum()))
+        speckle = cv2.GaussianBlur(rng.uniform(0, 1, (SIZE, SIZE)).astype(np.float32), (0, 0), 1.0)
+        img[mask] = 40 + 70 * (speckle[mask] - speckle[mask].min()) / max(float(np.ptp(speckle[mask])), 1e-6)
         cx, cy = blob_centre(i)
         img += 180 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 3.0**2)) * mask
         img = np.clip(img, 0, 255).astype(np.uint8)

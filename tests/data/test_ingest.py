@@ -121,7 +121,7 @@ def test_no_patient_identifier_anywhere_in_the_cache(ingested, corpus):
             assert KEY.encode() not in data
     report = pd.read_csv(cache.root / "ingest_report.csv")
     assert list(report.columns) == ["source", "status", "reason", "frames", "duration_s", "fps", "shard",
-                                    "cached_frames", "audio_kept"]  # fmt: skip
+                                    "cached_frames", "audio_kept", "text_blanked_pct", "text_heavy"]  # fmt: skip
     assert report["audio_kept"].all()  # the corpus's videos carry narration: the report says which kept it
     assert sorted(report["source"]) == [f"videos/{s}.mp4" for s in stems]
 

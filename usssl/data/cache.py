@@ -51,7 +51,8 @@ INDEX_COLUMNS = [
 OPTIONAL_COLUMNS = {"spacing_mm_x": np.nan, "spacing_mm_y": np.nan}  # filled in when a writer omits them
 FLAG_FROZEN, FLAG_DOPPLER = 1, 2  # flags.npy bits: frozen/duplicate frame, colour Doppler frame
 DATA_CARD_FILE = "DATA_CARD.md"
-REPORT_COLUMNS = ["source", "status", "reason", "frames", "duration_s", "fps", "shard", "cached_frames", "audio_kept"]
+REPORT_COLUMNS = ["source", "status", "reason", "frames", "duration_s", "fps", "shard", "cached_frames", "audio_kept",
+                  "text_blanked_pct", "text_heavy"]
 PARTS_DIR = "parts"  # partial indexes and reports of a sharded ingest (``--shard K/N``)
 SETTINGS_FILE, INDEX_FILE, SPLITS_FILE, REPORT_FILE = (
     "cache.json", "index.parquet", "splits.json", "ingest_report.csv",

@@ -23,6 +23,7 @@ from av.video.reformatter import VideoReformatter
 
 from usssl.errors import DataError
 from usssl.io.recording import Recording
+from usssl.privacy.overlay_text import TextMask, text_mask
 from usssl.privacy.region import (Box, check_box, colour_fraction, crop_resize, imaging_mask, mask_box, static_mask,
                                   temporal_stats)  # fmt: skip
 
@@ -30,6 +31,7 @@ REGION_SAMPLES = 60  # frames spread over a recording for the imaging-region and
 IN_MEMORY_BYTES = 1 << 28  # recordings smaller than this are decoded once, not twice
 BURNED_IN_REFUSED = "BurnedInAnnotation is YES"  # start of the reason of a refused DICOM
 BLOCK_FRAMES = 64  # frames decoded per block when a recording is read twice
+TEXT_FRAMES = 20  # sampled frames searched for burned-in text (the same result as all 60 on the real data)
 
 
 def kept_frames(timestamps: np.ndarray, fps: float | None, source_fps: float | None = None) -> np.ndarray:
@@ -68,7 +70,10 @@ class ImagingGeometry:
             (DICOM) or "motion" (:func:`usssl.privacy.region.imaging_mask`).
         mask: (H, W) bool imaging region found from motion, or None.
         static: (H, W) bool constant overlay pixels inside the region (blanked), or None.
-        keep: (H, W) bool pixels kept (``mask`` or the box, less ``static``), or None: all of the box.
+        text: burned-in text found inside the region (``usssl.privacy.overlay_text``; its
+            ``mask`` is blanked, its ``fraction`` and ``heavy`` reported).
+        keep: (H, W) bool pixels kept (``mask`` or the box, less ``static`` and ``text.mask``), or
+            None: all of the box.
     """
 
     src: Recording
@@ -81,6 +86,7 @@ class ImagingGeometry:
     mask: np.ndarray | None
     static: np.ndarray | None
     keep: np.ndarray | None
+    text: TextMask | None = None
 
 
 def imaging_geometry(rec: Recording, path: Path, crop, fps: float | None) -> ImagingGeometry:
@@ -96,8 +102,9 @@ def imaging_geometry(rec: Recording, path: Path, crop, fps: float | None) -> Ima
         fps: output frame rate, or None to keep every source frame.
 
     Raises:
-        DataError: the recording is refused (``refuse_burned_in``), the crop box does not fit
-            the frame, or no frame can be decoded.
+        DataError: the recording is refused (``refuse_burned_in``; text inside the region that
+            cannot be blanked with confidence: moving, or covering much of the image), the crop box
+            does not fit the frame, or no frame can be decoded.
     """
     refuse_burned_in(rec, crop)
     colour = colour_source(rec, path)  # the RGB recording, or None: decode grey
@@ -112,12 +119,17 @@ def imaging_geometry(rec: Recording, path: Path, crop, fps: float | None) -> Ima
     box, mask = _crop_box(rec, crop, sample, stats)
     inside = mask if mask is not None else _box_mask(box, rec.height, rec.width)
     static = static_mask(sample, inside, stats=stats)  # (H, W) overlay pixels to blank, or None
+    text = text_mask(sample, inside, mean=stats[0], max_frames=TEXT_FRAMES)  # burned-in text inside
+    if text.unsure:
+        raise DataError(f"{rec.source}: refused: {text.reason}")
+    blank = text.mask if static is None else static | text.mask  # (H, W)
     method = ("box" if not isinstance(crop, str) else "full_frame" if crop == "none" else
               "ultrasound_region" if rec.meta.get("region_box") is not None else
               "motion" if mask is not None else "full_frame")  # fmt: skip
     return ImagingGeometry(src=src, colour=colour is not None, timestamps=timestamps, src_idx=src_idx,
                            frames=frames, box=tuple(int(v) for v in box), crop_method=method, mask=mask,
-                           static=static, keep=mask if static is None else inside & ~static)  # fmt: skip
+                           static=static, text=text,
+                           keep=mask if not blank.any() else inside & ~blank)  # fmt: skip
 
 
 def _decode_all(rec: Recording) -> np.ndarray:

@@ -95,6 +95,8 @@ def result_row(job: IngestJob, status: str, reason: str, info: dict | None, sour
             "fps": None if fps is None else round(float(fps), 4), "shard": job.shard,
             "cached_frames": int(info["n_frames"]) if info else 0,
             "audio_kept": bool(info["has_audio"]) if info else None,  # narration can hold spoken names
+            "text_blanked_pct": round(100 * info.get("text_blanked_fraction", 0.0), 3) if info else None,
+            "text_heavy": bool(info.get("text_heavy", False)) if info else None,  # check the recording
             "info": info}  # fmt: skip
 
 
@@ -150,6 +152,8 @@ def _ingest(job: IngestJob, seen: dict) -> dict:
                 "spacing_mm_x": None if spacing is None else spacing[1],
                 "spacing_mm_y": None if spacing is None else spacing[0],
                 "static_pixels": 0 if static is None else int(static.sum()),
+                "text_blanked_fraction": round(float(geo.text.fraction), 6) if geo.text is not None else 0.0,
+                "text_heavy": bool(geo.text.heavy) if geo.text is not None else False,
                 "colour": geo.colour, "narration_file": narration is not None,
                 "n_frozen": int((flags & cache_io.FLAG_FROZEN).astype(bool).sum()),
                 "n_doppler": int((flags & cache_io.FLAG_DOPPLER).astype(bool).sum()),

@@ -17,26 +17,8 @@ levels after compression, labels that move. And where it does catch a name, it b
 shapes, whose dark outline in the speckle still reads. This module looks at what text *is*, frame
 by frame, with offline image operations only (no learned detector, nothing downloaded):
 
-1. **Strokes** (morphology): a white top-hat with a ``2 MAX_STROKE + 1`` square keeps bright
-   structures thinner than that, binarised at each of ``LEVELS``: a poor man's extremal-region
-   tree, where a glyph touching bright speckle at a low level stands alone at a higher one. MSER
-   (Matas et al., BMVC 2002) keeps only the levels where a region is stable; we keep every level
-   and let the line rules decide, ~4x cheaper than ``cv2.MSER`` (11 ms at 640 x 480 here).
-2. **Glyphs** (stroke width, run length): a connected component is a glyph candidate when its
-   height is a glyph's, its box is not a blob's or a diagonal's (``FILL_RANGE``), its stroke is
-   thin against its height and its rows cross strokes often (``PITCH_RATIO``: a pleura, a femur or
-   a B-line crosses a row once). The stroke width is ``2 area / boundary pixels``, the width of a
-   ribbon with that area and outline: a one-pass stand-in for the stroke width transform
-   (Epshtein, Ofek and Wexler, CVPR 2010), which casts a ray from each edge pixel; Chen et al.
-   (ICIP 2011) likewise replace the rays, by a distance transform.
-3. **Lines**: as in Epshtein et al., neighbouring candidates of similar height, stroke width and
-   colour (here: peak grey level), close together, chain into lines of at least
-   ``LINE_MIN_GLYPHS``. Ours: the glyphs' tops or bottoms must align (``ALIGN_MIN``), their
-   brightness must be one (``PEAK_CV``: rendered text has one colour, speckle rows do not), their
-   median gap small and their median width not a comb's (comet tails). A line grows by the specks
-   and candidates beside it (punctuation, a glyph the rules missed), spans its glyphs' median top
-   and bottom +- half a height, and is padded by ``PAD_RATIO`` heights (``PAD_END_RATIO`` at its
-   ends). The whole box is blanked, never the glyph shapes.
+How strokes, glyphs and lines are found (morphology, stroke width, line rules; the papers each step
+follows and where it departs) is written out in docs/privacy.md, "Burned-in text inside the image".
 
 Over a recording (:func:`text_mask`) the lines of every sampled frame and of their temporal mean
 (speckle averages out, fixed and blinking text keep their edges) are united into one fixed mask:
