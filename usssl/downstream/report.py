@@ -132,7 +132,11 @@ def protocol_block(protocol: dict) -> list[str]:
                      f"epochs by {'early stopping on validation macro F1' if protocol['early_stopping'] else 'the fixed count'}"
                      f", learning rate from {protocol['lr_grid']}; test subjects are scored once per model")
     lines += ["- Estimate: macro F1 of the pooled out-of-fold predictions of each seed, averaged over seeds; "
-              "95% interval: bootstrap over subjects of that same quantity", ""]
+              "95% interval: bootstrap over subjects of that same quantity"]
+    if folds == 1 or len(protocol["seeds"]) == 1:
+        lines.append("- **A quick look, not numbers to publish**: one split or one seed. The full protocol (3 "
+                     "folds × 3 seeds, strictly inductive) is `usssl run pipelines/protocol.yaml`")
+    lines.append("")
     return lines
 
 
