@@ -87,24 +87,59 @@ def test_pretraining_sees_only_training_subjects(tiny_run):
         AudioVisualDataset(cache, cache.shard_ids("test"), split="train")
 
 
-def test_resume_skips_finished_stages_and_continues_training(tmp_path):
+def test_resume_after_a_kill_during_pretraining_is_exact(tmp_path, monkeypatch):
+    """Killed mid-epoch 1 of 2, resumed: ingest is skipped and the encoder equals, bit for bit, that of
+    a pretraining never stopped (the augmentation's random state is in the checkpoint)."""
+    import shutil
+
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    import usssl.engine.trainer as engine_trainer
     from usssl.config import PipelineConfig
     from usssl.pipeline import run_pipeline
 
-    raw = tiny_raw(tmp_path / "run", tracking={"enabled": False})
-    raw["stages"] = raw["stages"][:2]
-    raw["stages"][1]["pretrain"]["max_epochs"] = 1
-    first = run_pipeline(PipelineConfig.model_validate(raw))
-    assert first["pretrain"]["epochs"] == 1
-    ckpt = tmp_path / "run" / "checkpoints" / "pretrain" / "last.ckpt"
-    assert ckpt.is_file()
-    # simulate a run killed during pretraining: the stage has no done-marker, the checkpoint stays
-    (tmp_path / "run" / "stages" / "1-pretrain.done.json").unlink()
-    raw["stages"][1]["pretrain"]["max_epochs"] = 2
-    second = run_pipeline(PipelineConfig.model_validate(raw), resume=True)
-    assert second["ingest"] == first["ingest"]  # skipped: summary read back from its marker
-    assert second["pretrain"]["epochs"] == 2
-    import torch
+    class Killed(Exception):
+        pass
 
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    class KillMidEpoch1(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if (trainer.current_epoch, batch_idx) == (1, 1):
+                raise Killed
+
+    out = tmp_path / "run"
+    raw = tiny_raw(out, tracking={"enabled": False})
+    raw["stages"] = raw["stages"][:2]  # ingest, pretrain: 2 epochs of 48 // 16 steps, augmentation on
+    cfg = PipelineConfig.model_validate(raw)
+    assert cfg.stage("pretrain").augment
+    build = engine_trainer.build_trainer
+    monkeypatch.setattr(engine_trainer, "build_trainer", lambda *a, **k: build(*a, callbacks=[KillMidEpoch1()], **k))
+    with pytest.raises(Killed):
+        run_pipeline(cfg)
+    monkeypatch.undo()
+    ckpt = out / "checkpoints" / "pretrain" / "last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"] == 0
+    assert not (out / "stages" / "1-pretrain.done.json").exists()
+    ingest = json.loads((out / "stages" / "0-ingest.done.json").read_text())
+
+    resumed = run_pipeline(cfg, resume=True)
+    assert resumed["ingest"] == ingest  # skipped: summary read back from its marker
+    assert resumed["pretrain"]["epochs"] == 2
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["epoch"] == 1 and state["global_step"] == 2 * (48 // 16)
+    got = torch.load(out / "pretrain" / "encoder.pt", map_location="cpu", weights_only=True)["encoder"]
+
+    # the same pretraining, never stopped (ingest still skipped)
+    (out / "stages" / "1-pretrain.done.json").unlink()
+    shutil.rmtree(out / "checkpoints" / "pretrain")
+    whole = run_pipeline(cfg, resume=True)
+    expected = torch.load(out / "pretrain" / "encoder.pt", map_location="cpu", weights_only=True)["encoder"]
+    whole_state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert got.keys() == expected.keys()
+    assert max(float((got[k].double() - expected[k].double()).abs().max()) for k in expected) == 0.0
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    modules = state["state_dict"], whole_state["state_dict"]  # encoder, heads and buffers (the pace)
+    assert modules[0].keys() == modules[1].keys() and all(torch.equal(modules[0][k], modules[1][k]) for k in modules[1])
+    final = {k: v for k, v in whole["pretrain"].items() if k != "seconds"}
+    assert {k: v for k, v in resumed["pretrain"].items() if k != "seconds"} == final
+    assert final["train/loss_epoch"] > 0

@@ -6,6 +6,12 @@ store is ``sqlite:///<output_dir>/mlflow.db`` with artifacts in ``<output_dir>/m
 ``MLFLOW_TRACKING_URI`` overrides it. On ranks other than 0, and when tracking is disabled, every
 method is a no-op.
 
+Runs left RUNNING by a process that was killed (SIGKILL, power loss, an OOM kill: no ``finally``
+ran) are ended on the next start: every run carries tags naming its process (``usssl.host``,
+``usssl.pid``, ``usssl.process_start``), and a new ``Tracker`` sets each RUNNING run of its
+experiment whose process on this host is gone to KILLED, with the tag ``usssl.ended`` saying why.
+Runs of other hosts are left alone (their processes cannot be checked from here).
+
 Privacy: the config (params and ``config.yaml``) is logged with every path redacted (the fields
 marked ``PATH`` in ``usssl.config``: sources, side tables, cache and output folders, model folders,
 the tracking URI), because folder names in hospitals often carry patient names; nothing else the
@@ -23,7 +29,9 @@ import importlib.metadata
 import json
 import logging
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -62,6 +70,57 @@ def redacted_params(cfg: PipelineConfig) -> dict[str, str]:
     return flatten(cfg, redact=True)
 
 
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of a Linux process, or None when unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": state is field 3, starttime 22
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming this process, so that a later start can tell whether it still runs."""
+    stat = _proc_stat(os.getpid())
+    return {"usssl.host": socket.gethostname(), "usssl.pid": str(os.getpid()),
+            "usssl.process_start": f"{_boot_id()}/{stat[1]}" if stat else ""}
+
+
+def process_gone(tags: dict[str, str]) -> bool:
+    """True when ``tags`` (:func:`process_tags` of a run) name a process of this host that has ended.
+
+    A process counts as running while its pid exists with the recorded start time (boot id and
+    start tick, so a reused pid or a reboot is seen as gone) and is not a zombie. Runs of another
+    host, or without the tags (older usssl), are never called gone.
+    """
+    if tags.get("usssl.host") != socket.gethostname() or not tags.get("usssl.pid", "").isdigit():
+        return False
+    pid = int(tags["usssl.pid"])
+    recorded = tags.get("usssl.process_start", "")
+    stat = _proc_stat(pid)
+    if stat is not None:
+        if stat[0] in ("Z", "X"):  # killed but not yet reaped by its parent
+            return True
+        return bool(recorded) and recorded != f"{_boot_id()}/{stat[1]}"
+    if recorded.split("/")[0] not in ("", _boot_id()):  # the machine rebooted since
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # someone else's process (or /proc hidden): it exists
+        return False
+    return False
+
+
 def _default_artifact_root(cfg: PipelineConfig) -> str:
     return (Path(cfg.output_dir).resolve() / "mlartifacts").as_uri()
 
@@ -90,6 +149,32 @@ class Tracker:
                 self.experiment_id = self.client.create_experiment(cfg.tracking.experiment, location)
             else:
                 self.experiment_id = exp.experiment_id
+            self.end_orphaned_runs()
+
+    def end_orphaned_runs(self) -> list[str]:
+        """Set every RUNNING run of the experiment whose process is gone (``process_gone``) to
+        KILLED, with the tag ``usssl.ended``; returns their ids."""
+        if not self.enabled:
+            return []
+        ended, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
+                                           max_results=1000, page_token=token)
+            for run in page:
+                tags = run.data.tags
+                if not process_gone(tags):
+                    continue
+                note = (f"KILLED: process {tags['usssl.pid']} on {tags['usssl.host']} had ended without closing "
+                        f"this run; found by the next start at {time.strftime('%Y-%m-%d %H:%M:%S %z')}")
+                self.client.set_tag(run.info.run_id, "usssl.ended", note)
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                ended.append(run.info.run_id)
+            token = page.token
+            if not token:
+                break
+        if ended:
+            log.warning("%d MLflow run(s) left RUNNING by a process that is gone set to KILLED", len(ended))
+        return ended
 
     @contextlib.contextmanager
     def pipeline_run(self, run_name: str | None = None) -> Iterator["Tracker"]:
@@ -98,7 +183,7 @@ class Tracker:
             yield self
             return
         run = self.client.create_run(self.experiment_id, run_name=run_name or self.cfg.name,
-                                     tags={"usssl.pipeline": self.cfg.name})
+                                     tags={"usssl.pipeline": self.cfg.name, **process_tags()})
         self.parent_id = self.run_id = run.info.run_id
         status = "FAILED"
         try:
@@ -126,7 +211,7 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,
-            tags={"mlflow.parentRunId": self.parent_id or "", "usssl.stage": name},
+            tags={"mlflow.parentRunId": self.parent_id or "", "usssl.stage": name, **process_tags()},
         )
         outer, self.run_id = self.run_id, run.info.run_id
         status = "FAILED"
@@ -150,8 +235,6 @@ class Tracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self.enabled or not metrics:
             return
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

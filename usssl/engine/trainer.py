@@ -1,8 +1,11 @@
 """A Lightning Trainer built from the pipeline config, with atomic checkpoints and MLflow logging.
 
-Checkpoints go to ``<output_dir>/checkpoints/<stage>/`` (``last.ckpt`` plus the latest epoch) and are
-written to a temporary name then renamed, so a run killed mid-write never leaves a corrupt file;
-``usssl run --resume`` continues from ``last.ckpt``.
+Checkpoints go to ``<output_dir>/checkpoints/<stage>/`` (``last.ckpt`` plus the latest epoch), at epoch
+ends only (and where ``max_steps`` ends training; the loaders are not stateful, so a mid-epoch
+position could not be restored). They are written to a temporary name then renamed, so a run killed
+mid-write never leaves a corrupt file, and each holds every random state (``usssl.engine.rng``):
+``usssl run --resume`` continues from ``last.ckpt`` with the weights and metrics, bit for bit, of a
+run that was never stopped (same machine, same thread count).
 
     >>> trainer = build_trainer(cfg, "pretrain", tracker, max_epochs=10)
     >>> trainer.fit(module, loader, ckpt_path=resume_checkpoint(cfg, "pretrain"))
@@ -21,6 +24,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from usssl.config import PipelineConfig
 from usssl.engine.files import save_atomic
+from usssl.engine.rng import RandomStateCallback
 from usssl.engine.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -95,12 +99,13 @@ def build_trainer(
 ) -> L.Trainer:
     """A Trainer from ``cfg.trainer`` for one stage (progress bar, checkpoints, MLflow)."""
     t = cfg.trainer
-    cbs: list[Callback] = [MLflowCallback(tracker, t.log_every_n_steps, metric_prefix), EpochSeedCallback()]
+    cbs: list[Callback] = [MLflowCallback(tracker, t.log_every_n_steps, metric_prefix), EpochSeedCallback(),
+                           RandomStateCallback()]  # after EpochSeedCallback: it remakes the epoch's iterator
     if checkpoints:
         cbs.append(
             ModelCheckpoint(dirpath=checkpoint_dir(cfg, stage), filename="epoch{epoch:03d}",
                             auto_insert_metric_name=False, save_last=True, save_top_k=1,
-                            monitor=None, every_n_epochs=1)
+                            monitor=None, every_n_epochs=1, save_on_train_epoch_end=True)
         )
     if t.progress:
         from lightning.pytorch.callbacks import TQDMProgressBar
