@@ -131,6 +131,7 @@ def test_resume_after_a_kill_during_pretraining_is_exact(tmp_path, monkeypatch):
 
     # the same pretraining, never stopped (ingest still skipped)
     (out / "stages" / "1-pretrain.done.json").unlink()
+    (out / "pretrain" / "done.json").unlink()  # else --resume keeps the finished pretraining
     shutil.rmtree(out / "checkpoints" / "pretrain")
     whole = run_pipeline(cfg, resume=True)
     expected = torch.load(out / "pretrain" / "encoder.pt", map_location="cpu", weights_only=True)["encoder"]
