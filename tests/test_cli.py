@@ -17,7 +17,9 @@ USSSL = [sys.executable, "-m", "usssl.cli"]
 
 def test_validate_ok_and_typo_exit_codes(tmp_path, capsys):
     assert main(["validate", str(REPO / "pipelines" / "demo.yaml")]) == 0
-    assert "valid — demo: ingest → pretrain → finetune → evaluate" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "valid — demo: ingest → pretrain → finetune → evaluate" in out
+    assert f"checked: 0 input path(s) (relative ones from {Path.cwd()}), output folders" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text("stages:\n  - pretrain: {optimiser: {}}\n")
     assert main(["validate", str(bad)]) == 2
@@ -30,6 +32,14 @@ def test_run_missing_file_and_bad_override(tmp_path, capsys):
     assert "pipeline file not found" in capsys.readouterr().err
     assert main(["validate", str(REPO / "pipelines" / "demo.yaml"), "--set", "pretrain.max_epochs=many"]) == 2
     assert "stages[1].pretrain.max_epochs" in capsys.readouterr().err
+
+
+def test_schema_only_validates_a_yaml_meant_for_another_machine(capsys):
+    paper = str(REPO / "pipelines" / "paper" / "cvrl.yaml")
+    assert main(["validate", paper]) == 2  # its data.sources are a placeholder to fill in
+    assert "data.sources[0]: /path/to/your/scans not found (looked for /path/to/your/scans)" in capsys.readouterr().err
+    assert main(["validate", paper, "--schema-only"]) == 0
+    assert "keys and values only (--schema-only)" in capsys.readouterr().out
 
 
 def test_subprocess_prints_no_traceback(tmp_path):
@@ -59,8 +69,9 @@ def test_doctor_reports_versions_and_tracking(capsys, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
-    assert "torch       2.14.1" in out
-    assert "tracking    http://127.0.0.1:9" in out
+    assert "torch       2.14.1" in out and "opencv      " in out
+    assert "threads     torch intra-op " in out and "OMP_NUM_THREADS=" in out
+    assert "tracking    http://127.0.0.1:9 (NOT reachable: connection refused" in out
     assert "h264: yes" in out
 
 

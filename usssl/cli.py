@@ -1,9 +1,9 @@
 """The ``usssl`` command: run, validate, synth, ingest, datacard, deidentify, doctor, predict.
 
-Errors a user can fix (a config typo, a missing file, unreadable data) print one clear message and
-exit with code 2 (config) or 1 (data), without a traceback. Heavy libraries (torch, lightning,
-mlflow) are imported only by the subcommand that needs them, so ``usssl --help`` and
-``usssl validate`` start fast.
+Errors a user can fix (a config typo, a missing path, unreadable data, a full disk) print one line and
+exit with code 2 (config) or 1 (data), without a traceback; Ctrl-C says how to resume (exit 130). Paths,
+output folders (and for ``run`` the machine and tracking server) are checked before any work. Heavy
+libraries (torch, lightning, mlflow) are imported only by the subcommand that needs them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from usssl.config import load_config, reference_markdown
+    from usssl.config import absolute, load_config, reference_markdown
 
     if args.reference:
         print(reference_markdown(), end="")
@@ -47,15 +48,43 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise ConfigError("usssl validate: give a pipeline YAML (or --reference)")
 
     cfg = load_config(args.pipeline, args.set)
-    stages = " → ".join(entry.kind for entry in cfg.stages) or "(no stages)"
-    print(f"{args.pipeline}: valid — {cfg.name}: {stages}; output in {cfg.output_dir}")
+    stages = " → ".join(entry.kind for entry in cfg.stages)
+    checked = "keys and values only (--schema-only)" if args.schema_only else preflight(cfg, args.pipeline, False)
+    print(f"{args.pipeline}: valid — {cfg.name}: {stages}; output in {absolute(cfg.output_dir)}")
+    print(f"  checked: {checked}")
     return 0
+
+
+def preflight(cfg, source: str, running: bool) -> str:
+    """Checks before a pipeline writes anything: paths, output folders, then the machine and tracking server
+    (``running``) or each pretrain batch against an existing cache (validate). Returns them in words."""
+    from usssl.config import check_machine, check_paths
+
+    done = [check_paths(cfg, source)]
+    pretrains = [(e.body, f"{source}: stages[{i}].pretrain") for i, e in enumerate(cfg.stages) if e.kind == "pretrain"]
+    if running:
+        done.append(check_machine(cfg.trainer, source))
+        if cfg.tracking.enabled:
+            from usssl.engine.tracking import check_tracking_server
+
+            check_tracking_server(cfg.tracking_uri, source=source)
+    elif pretrains:
+        steps = [None]
+        if cfg.cache_dir.is_dir():  # a cache, or part of one: only then is torch imported
+            from usssl.stages.pretrain import check_pretrain_data
+
+            steps = [check_pretrain_data(cfg, pcfg, key) for pcfg, key in pretrains]
+        done.append("batch sizes: when pretraining starts (no cache yet)" if None in steps else
+                    f"batch sizes against the cache ({', '.join(map(str, steps))} step(s) per epoch)")
+    return "; ".join(done)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from usssl.config import load_config
 
     cfg = load_config(args.pipeline, args.set)
+    args.writes_to = cfg.output_dir  # named by a disk-full message
+    logging.getLogger("usssl").info("checked: %s", preflight(cfg, args.pipeline, True))  # before any output
     from usssl.pipeline import run_pipeline
 
     result = run_pipeline(cfg, resume=args.resume)
@@ -166,18 +195,15 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    import importlib.metadata
     import platform
+
+    from usssl.engine.tracking import describe_threads, package_versions, shown_uri, tracking_problem
 
     print(f"python      {platform.python_version()} on {platform.system()} {platform.machine()}, "
           f"{os.cpu_count()} CPU(s)")
-    for name in ("usssl", "torch", "torchvision", "torchaudio", "lightning", "mlflow", "av", "pydicom",
-                 "numpy", "pandas", "opencv-python-headless"):
-        try:
-            version = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            version = "NOT INSTALLED"
-        print(f"{name:<12}{version}" if len(name) < 12 else f"{name.split('-')[0]:<12}{version}")
+    for name, version in package_versions().items():
+        print(f"{name.split('-')[0]:<12}{'NOT INSTALLED' if version == 'missing' else version}")
+    print(f"threads     {describe_threads()} (results can differ with the thread count)")
     try:
         import av
 
@@ -186,13 +212,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except ImportError:
         print("codecs      PyAV missing: video cannot be read")
     try:
-            from pydicom.pixels import get_decoder
+        from pydicom.pixels import get_decoder
 
-            decoders = {"JPEG baseline": "1.2.840.10008.1.2.4.50", "JPEG lossless": "1.2.840.10008.1.2.4.70",
-                        "JPEG-LS": "1.2.840.10008.1.2.4.80", "JPEG 2000": "1.2.840.10008.1.2.4.90",
-                        "RLE": "1.2.840.10008.1.2.5"}
-            print("dicom       " + ", ".join(f"{n}: {'yes' if get_decoder(uid).is_available else 'no'}"
-                                             for n, uid in decoders.items()))
+        decoders = {"JPEG baseline": "1.2.840.10008.1.2.4.50", "JPEG lossless": "1.2.840.10008.1.2.4.70",
+                    "JPEG-LS": "1.2.840.10008.1.2.4.80", "JPEG 2000": "1.2.840.10008.1.2.4.90",
+                    "RLE": "1.2.840.10008.1.2.5"}
+        print("dicom       " + ", ".join(f"{n}: {'yes' if get_decoder(uid).is_available else 'no'}"
+                                         for n, uid in decoders.items()))
     except ImportError:
         print("dicom       pydicom missing: DICOM cannot be read")
     import torch
@@ -203,25 +229,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         print("gpu         none (CPU only; set trainer.accelerator: cpu)")
     print(f"espeak-ng   {'found' if shutil.which('espeak-ng') else 'not found (voice: espeak unavailable)'}")
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):  # checked: a server that is down is the usual problem
+        uri = shown_uri(uri) + (f" (NOT reachable: {why})" if (why := tracking_problem(uri)) else "")
     print(f"tracking    {uri or 'sqlite:///<output_dir>/mlflow.db (default; MLFLOW_TRACKING_URI unset)'}")
     key = "USSSL_SUBJECT_KEY set" if os.environ.get("USSSL_SUBJECT_KEY") else "key file (created on first ingest)"
     print(f"subject key {key}")
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        if int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {int(text)}")
+        return int(text)
+    return parse
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:
@@ -235,9 +256,10 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("model_dir", metavar="MODEL_DIR", help="export folder (model.pt2, preprocessing.json)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM, video or NIfTI files, or folders of them")
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    p.add_argument("--every", type=_non_negative, default=10, metavar="N",
+    p.add_argument("--every", type=_int_at_least(0), default=10, metavar="N",
                    help="write a saliency PNG every N-th frame (0: none; default 10)")
-    p.add_argument("--batch-size", type=_positive, default=32, metavar="B", help="clips per forward pass (default 32)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=32, metavar="B",
+                   help="clips per forward pass (default 32)")
     p.add_argument("--keep-names", action="store_true",
                    help="name outputs after the input files (these may name patients) instead of input-001, …")
     p.add_argument("--report", metavar="CSV",
@@ -281,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a pipeline YAML without running it")
     p.add_argument("pipeline", nargs="?")
     p.add_argument("--reference", action="store_true", help="print every config key as Markdown")
+    p.add_argument("--schema-only", action="store_true",
+                   help="check keys and values only, not paths or data (a YAML meant for another machine)")
     with_sets(p)
     p.set_defaults(func=cmd_validate)
 
@@ -337,18 +361,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resume_hint(args: argparse.Namespace) -> str:
+    """How to continue an interrupted or failed command, as a clause ("" when there is nothing to resume)."""
+    if args.command == "run":
+        sets = [f"--set={item}" for item in args.set]
+        return f"; rerun `{shlex.join(['usssl', 'run', args.pipeline, *sets, '--resume'])}` to continue"
+    if args.command == "ingest":
+        return "; rerun the same `usssl ingest` command to continue (finished recordings are kept)"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    from usssl.config import check_output_dir, os_error_message  # after --help: argparse has exited then
     try:
+        if args.command in ("ingest", "predict", "synth", "deidentify") and args.out:  # folders they write
+            check_output_dir(args.out, "--out")
         return args.func(args)
     except UssslError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in str(exc).splitlines()), file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if isinstance(exc, SystemExit) and not isinstance(exc.__context__, KeyboardInterrupt):
+            raise  # but Lightning turns Ctrl-C into sys.exit(1): that is an interrupt too
+        print(f"interrupted{resume_hint(args)}", file=sys.stderr)
         return 130
+    except Exception as exc:  # a full disk or an unwritable folder anywhere: one line, not a traceback
+        folder = getattr(args, "writes_to", None) or getattr(args, "out", None)
+        if (message := os_error_message(exc, folder, resume_hint(args))) is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

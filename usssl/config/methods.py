@@ -14,24 +14,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from usssl.config.base import PATH, Strict
+from usssl.config.base import MAX_PER_EPOCH, MAX_PIXELS, PATH, Strict
 
 
 class SpeechConfig(Strict):
     """Speech windows and their encoder (a spectrogram CNN, or wav2vec2 / HuBERT from a local folder)."""
 
     encoder: Literal["tiny_spec", "se_resnext50", "se_resnext50_half", "wav2vec2", "hubert"] = "tiny_spec"
-    pretrained_path: str | None = Field(None, description="wav2vec2/hubert: local save_pretrained folder",
-                                         json_schema_extra=PATH)
+    pretrained_path: str | None = Field(None, description="wav2vec2/hubert: local save_pretrained folder (a "
+                                         "relative path is read from the working directory)", json_schema_extra=PATH)
     freeze: bool | int = Field(True, description="wav2vec2/hubert: true, false, or N top layers trainable")
     window_s: float = Field(0.6, gt=0, description="speech window length (paper: 0.6 s)")
-    resample_to: int | None = Field(None, ge=8000, description="resample speech first (paper: 24000 Hz)")
+    resample_to: int | None = Field(None, ge=8000, le=192_000, description="resample speech first (paper: 24000 Hz)")
     n_fft: int = Field(256, ge=32, description="FFT size (paper: 510 → 256 frequency bands)")
     hop_ms: float = Field(5.0, gt=0)
     win_ms: float = Field(10.0, gt=0)
-    spec_size: tuple[int, int] = Field((64, 64), description="spectrogram resized to F x T'")
+    spec_size: tuple[int, int] = Field((64, 64), description=f"spectrogram resized to F x T' (8 … {MAX_PIXELS} each)")
     interval_frames: int = Field(30, ge=1, description="frames per clip interval T (paper: 60 at 30 fps)")
     affinity_threshold: float = Field(0.5, ge=0, le=1, description="high affinity: speech fraction >=")
     pairs_per_interval: int = Field(2, ge=1, description="K pair groups per high-affinity interval (paper: 2)")
@@ -40,6 +40,12 @@ class SpeechConfig(Strict):
         "energy", description="voice activity: energy (the paper's, speech/vad.py) or silero (the silero-vad "
         "model inside its wheel, offline; better in noise, slower)")
 
+    @field_validator("spec_size")
+    @classmethod
+    def _spec_size(cls, size: tuple[int, int]) -> tuple[int, int]:
+        if not all(8 <= side <= MAX_PIXELS for side in size):
+            raise ValueError(f"both sides must be 8 … {MAX_PIXELS}, got {list(size)}")
+        return size
 
     @model_validator(mode="after")
     def _pretrained_needs_path(self) -> "SpeechConfig":
@@ -129,11 +135,11 @@ class CVRLConfig(Strict):
 
     clip_frames: int = Field(16, ge=1, description="frames per clip n (paper: 16)")
     stride: int = Field(2, ge=1, description="temporal stride between clip frames (paper: 2)")
-    temperature: float = Field(0.1, gt=0, description="NT-Xent temperature τ (paper: 0.1)")
+    temperature: float = Field(0.1, ge=1e-3, le=100, description="NT-Xent temperature τ (paper: 0.1)")
     head_layers: int = Field(3, ge=0, description="hidden [Linear, BN, ReLU] blocks of the MLP head (paper: 3)")
     head_hidden_dim: int | None = Field(
         None, ge=8, description="width of the head's hidden layers; null: the encoder's out_dim (paper: 2048)")
-    pairs_per_epoch: int = Field(2048, ge=2, description="clip pairs drawn per epoch")
+    pairs_per_epoch: int = Field(2048, ge=2, le=MAX_PER_EPOCH, description="clip pairs drawn per epoch")
     max_gap_s: float | None = Field(
         2.0, ge=0, description="largest gap between the two clips' starts in seconds; P(Δ) ∝ G − Δ below it "
         "(ours: a scan changes plane every few seconds, the paper's 10 s videos do not); null: whole recording")

@@ -11,12 +11,15 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from usssl.config.base import PATH, Strict
+from usssl.config.base import PATH, SEED_MAX, Strict
 from usssl.config.sections import DataConfig, EncoderConfig, TrackingConfig, TrainerConfig  # noqa: F401
 from usssl.config.stages import (EvaluateConfig, ExportConfig, FinetuneConfig, IngestConfig, PretrainBase,
                                  PretrainConfig, SaliencyConfig)
 
 STAGE_NAMES = ("ingest", "pretrain", "finetune", "evaluate", "saliency", "export")
+REPEATABLE_STAGES = ("pretrain",)
+"""Stage kinds that may appear more than once (each pretrain stage with its own ``name``); a second
+stage of any other kind would overwrite the first one's outputs, so it is an error."""
 
 
 def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], type[Strict]]:
@@ -57,9 +60,10 @@ def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], typ
         """A whole pipeline: global settings and an ordered list of stages."""
 
         name: str = Field("pipeline", description="the MLflow run name of the pipeline")
-        output_dir: str = Field("runs/pipeline", description="everything the pipeline writes goes here",
-                                json_schema_extra=PATH)
-        seed: int = Field(0, description="seeds every random draw (data, models, splits of training)")
+        output_dir: str = Field("runs/pipeline", description="everything the pipeline writes goes here (a "
+                                "relative path is read from the working directory)", json_schema_extra=PATH)
+        seed: int = Field(0, ge=0, le=SEED_MAX,
+                          description="seeds every random draw (data, models, splits of training); 0 … 2**32 − 1")
         seeds: list[int] | None = Field(
             None, description="run the whole protocol (pretraining, transfer, saliency) once per seed; the folds "
             "and validation subjects stay those of `seed`; null: [seed]")
@@ -91,6 +95,14 @@ def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], typ
 
         @model_validator(mode="after")
         def _stages_fit_together(self) -> "PipelineConfig":
+            kinds = [e.kind for e in self.stages]
+            for kind in STAGE_NAMES:
+                where = [f"stages[{i}]" for i, k in enumerate(kinds) if k == kind]
+                if len(where) > 1 and kind not in REPEATABLE_STAGES:
+                    inits = " (its inits can list every encoder)" if kind in ("finetune", "saliency") else ""
+                    raise ValueError(f"{' and '.join(where)}: {len(where)} '{kind}' stages; a second one would "
+                                     f"overwrite the first one's outputs: keep one{inits}; only pretrain stages may "
+                                     "repeat, each with its own name")
             names = self.pretrain_names()
             if len(set(names)) != len(names):
                 raise ValueError(f"stages: pretrain stages need distinct names (got {names}); set pretrain.name")

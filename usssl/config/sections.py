@@ -3,28 +3,39 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from usssl.config.base import PATH, Strict
+from usssl.config.base import MAX_EPOCHS, PATH, SEED_MAX, Strict
+
+FROM_CWD = " (a relative path is read from the working directory usssl runs in, not from the YAML's folder)"
 
 
 # ----------------------------------------------------------------------------- data
 class SynthConfig(Strict):
     """The built-in synthetic corpus, generated when ``data.sources`` is empty."""
 
-    subjects: int = Field(12, ge=3, description="number of synthetic subjects (one scan each)")
-    seed: int = 0
-    duration_s: float = Field(40.0, gt=1.0, description="length of each scan in seconds")
+    subjects: int = Field(12, ge=3, le=10_000, description="number of synthetic subjects (one scan each)")
+    seed: int = Field(0, ge=0, le=SEED_MAX)
+    duration_s: float = Field(40.0, gt=1.0, le=3600.0, description="length of each scan in seconds")
     voice: Literal["builtin", "espeak"] = "builtin"
-    size: tuple[int, int] = (160, 160)
+    size: tuple[int, int] = Field((160, 160), description="frame height, width in pixels: even, 48 … 2048")
+
+    @field_validator("size")
+    @classmethod
+    def _even_size(cls, size: tuple[int, int]) -> tuple[int, int]:
+        if min(size) < 48 or max(size) > 2048 or size[0] % 2 or size[1] % 2:
+            raise ValueError(f"frame height and width must be even numbers of pixels in 48 … 2048, got {list(size)}")
+        return size
 
 
 class DataConfig(Strict):
     """Where the recordings come from and where the cache goes."""
 
-    sources: list[str] = Field(default_factory=list, description="folders or files to ingest", json_schema_extra=PATH)
+    sources: list[str] = Field(default_factory=list, description="folders or files to ingest; empty: the "
+                               "synthetic corpus" + FROM_CWD, json_schema_extra=PATH)
     synth: SynthConfig = Field(default_factory=SynthConfig)
     cache_dir: str | None = Field(None, description="default: <output_dir>/cache", json_schema_extra=PATH)
     labels_csv: str | None = Field(None, description="per-frame labels: video, frame, plane", json_schema_extra=PATH)
@@ -46,16 +57,33 @@ class TrackingConfig(Strict):
 class TrainerConfig(Strict):
     """Lightning Trainer settings shared by every training stage."""
 
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "cpu"
-    devices: int | str = 1
-    num_nodes: int = Field(1, ge=1)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
+        "cpu", description="checked against the machine when a run starts (`usssl doctor` lists its GPUs)")
+    devices: int | str | list[int] = Field(1, description="number of devices (1, 2, …), -1 or 'auto' (all), "
+                                          "or device indices such as '0,1' or [0, 1]")
+    num_nodes: int = Field(1, ge=1, le=10_000)
     strategy: str = "auto"
     precision: Literal["32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    num_workers: int = Field(0, ge=0, le=1024, description="DataLoader worker processes")
     log_every_n_steps: int = Field(5, ge=1)
     deterministic: bool = False
-    gradient_clip_val: float | None = 5.0
+    gradient_clip_val: float | None = Field(5.0, ge=0)
     progress: bool = True
+
+    @field_validator("devices")
+    @classmethod
+    def _device_count(cls, devices: int | str | list[int]) -> int | str | list[int]:
+        if isinstance(devices, list):
+            ok = bool(devices) and all(0 <= d < 1024 for d in devices) and len(set(devices)) == len(devices)
+        elif isinstance(devices, int):
+            ok = devices == -1 or 1 <= devices <= 1024
+        else:
+            text = devices.strip().replace(" ", "")
+            ok = text in ("auto", "-1") or bool(re.fullmatch(r"[1-9][0-9]{0,3}|([0-9]{1,4},)+[0-9]{0,4}", text))
+        if not ok:
+            raise ValueError(f"got {devices!r}; expected a number of devices (1, 2, …), -1 or 'auto' (all of them), "
+                             "or distinct device indices such as '0,1' or [0, 1]")
+        return devices
 
 
 class OptimizerConfig(Strict):
@@ -66,10 +94,11 @@ class OptimizerConfig(Strict):
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     scheduler: Literal["none", "step", "multistep", "cosine"] = Field("none", description="per-epoch lr schedule")
-    step_epochs: int = Field(20, ge=1, description="step: epochs between decays")
-    milestones: list[int] = Field(default_factory=lambda: [20, 35], description="multistep: decay epochs")
+    step_epochs: int = Field(20, ge=1, le=MAX_EPOCHS, description="step: epochs between decays")
+    milestones: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(
+        default_factory=lambda: [20, 35], description="multistep: decay epochs")
     gamma: float = Field(0.1, gt=0, le=1, description="step/multistep: lr factor at each decay")
-    cosine_epochs: int = Field(100, ge=1, description="cosine: epochs to anneal to 0")
+    cosine_epochs: int = Field(100, ge=1, le=MAX_EPOCHS, description="cosine: epochs to anneal to 0")
 
 
 class EncoderConfig(Strict):

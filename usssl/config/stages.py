@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
-from usssl.config.base import Strict
+from usssl.config.base import MAX_BATCH, MAX_EPOCHS, MAX_PER_EPOCH, MAX_PIXELS, MAX_STEPS, SEED_MAX, Strict
 from usssl.config.methods import METHOD_SETTINGS, SpeechConfig
 from usssl.config.sections import EncoderConfig, OptimizerConfig
 
@@ -16,24 +16,41 @@ class SplitConfig(Strict):
 
     val: float = Field(0.0, ge=0.0, lt=1.0)
     test: float = Field(0.34, gt=0.0, lt=1.0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class IngestConfig(Strict):
     """Read recordings, crop to the imaging region, resample, and write the cache."""
 
-    size: tuple[int, int] = Field((64, 64), description="cached frame height, width in pixels")
-    fps: float | None = Field(15.0, gt=0, description="cached frame rate; null keeps the source rate")
+    size: tuple[int, int] = Field((64, 64), description=f"cached frame height, width in pixels (4 … {MAX_PIXELS})")
+    fps: float | None = Field(15.0, gt=0, le=1000, description="cached frame rate; null keeps the source rate")
     audio: bool = Field(True, description="keep the narration (false drops it: it may contain names)")
-    audio_rate: int = Field(16000, ge=8000)
+    audio_rate: int = Field(16000, ge=8000, le=192_000)
     crop: Literal["auto", "none"] | tuple[int, int, int, int] = Field(
         "auto", description="'auto' (ultrasound regions or motion), 'none', or [x0, y0, x1, y1]"
     )
     drop_frozen: bool = Field(False, description="drop frozen/duplicate frames (always flagged in flags.npy bit 0)")
     drop_doppler: bool = Field(False, description="drop colour-Doppler frames (always flagged in flags.npy bit 1)")
     split: SplitConfig = Field(default_factory=SplitConfig)
-    workers: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1, le=1024)
     overwrite: bool = False
+
+    @field_validator("size")
+    @classmethod
+    def _frame_size(cls, size: tuple[int, int]) -> tuple[int, int]:
+        if not all(4 <= side <= MAX_PIXELS for side in size):
+            raise ValueError(f"height and width must be 4 … {MAX_PIXELS} pixels, got {list(size)}")
+        return size
+
+    @field_validator("crop")
+    @classmethod
+    def _crop_box(cls, crop: Any) -> Any:
+        if not isinstance(crop, str):
+            x0, y0, x1, y1 = crop
+            if not (0 <= x0 < x1 and 0 <= y0 < y1):
+                raise ValueError(f"a crop box is [x0, y0, x1, y1] in source pixels with 0 <= x0 < x1 and "
+                                 f"0 <= y0 < y1, got {list(crop)}")
+        return crop
 
 
 class PretrainBase(Strict):
@@ -43,13 +60,14 @@ class PretrainBase(Strict):
     method: str = Field("video_speech", description="the self-supervised method (see METHOD_SETTINGS)")
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     speech: SpeechConfig = Field(default_factory=SpeechConfig)
-    temperature: float = Field(0.1, gt=0)
-    projection_dim: int = Field(64, ge=8)
-    max_epochs: int = Field(10, ge=1)
-    max_steps: int = -1
-    batch_size: int = Field(64, ge=2)
+    temperature: float = Field(0.1, ge=1e-3, le=100, description="softmax temperature of the contrastive loss")
+    projection_dim: int = Field(64, ge=8, le=65_536)
+    max_epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
+    max_steps: int = Field(-1, ge=-1, le=MAX_STEPS, description="stop after this many optimizer steps; -1: no limit")
+    batch_size: int = Field(64, ge=2, le=MAX_BATCH, description="items per step on each device; checked against "
+                            "the training data when pretraining starts (an epoch needs at least one full batch)")
     pairs_per_epoch: int | None = Field(
-        2048, ge=16, description="pairs drawn per epoch; null: K per high-affinity interval"
+        2048, ge=16, le=MAX_PER_EPOCH, description="pairs drawn per epoch; null: K per high-affinity interval"
     )
     augment: bool = Field(True, description="temporally consistent flip/affine/gamma on the video")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -63,6 +81,13 @@ class PretrainBase(Strict):
     exclude_fold: int | None = Field(
         None, ge=0, description="pretrain once on every subject outside this fold of finetune's k folds (with "
         "shared: true, or with finetune.run_folds: [this fold]); null: per fold, or the ingest split")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, steps: int) -> int:
+        if steps == 0:
+            raise ValueError("0 steps would train nothing; use -1 (no step limit) or a positive number")
+        return steps
 
 
 METHOD_HELP = {"video_speech": "Jiao MICCAI 2020", "order_transform": "Jiao ISBI 2020", "cvrl": "Qian CVPR 2021"}
@@ -106,15 +131,15 @@ class FinetuneConfig(Strict):
     folds: int = Field(3, ge=2, description="kfold: number of folds (the papers: 3)")
     run_folds: list[int] | None = Field(None, description="kfold: only these folds (0-based); null: all")
     frame_stride: int = Field(2, ge=1, description="use every n-th cached frame (the papers: 8 at 30 fps)")
-    max_epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=2)
+    max_epochs: int = Field(20, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=2, le=MAX_BATCH)
     samples_per_epoch: int = Field(
-        1024, ge=16, description="class-balanced draws per fine-tuning epoch: planes equally, plus one "
+        1024, ge=16, le=MAX_PER_EPOCH, description="class-balanced draws per fine-tuning epoch: planes equally, plus one "
         "background frame per plane frame when the classes include 'background'")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     encoder_lr_scale: float = Field(1.0, gt=0, le=1, description="fine-tune: encoder lr = lr × this")
     augment: bool = Field(True, description="protocol augmentation: flip, ±10° rotation, zoom, gamma")
-    linear_epochs: int = Field(100, ge=1, description="epochs of the linear probe on frozen features (the most; "
+    linear_epochs: int = Field(100, ge=1, le=MAX_EPOCHS, description="epochs of the linear probe on frozen features (the most; "
                                "with early_stopping the best on validation, checked every 10)")
     val_fraction: float = Field(
         0.25, ge=0, lt=1, description="share of each fold's training subjects held out (by subject, stratified) "
@@ -126,7 +151,7 @@ class FinetuneConfig(Strict):
         default_factory=list, description="finetune protocol: learning rates tried, the best on validation kept "
         "(empty: optimizer.lr only)")
     knn_k: int = Field(20, ge=1, description="knn: neighbours that vote")
-    knn_temperature: float = Field(0.07, gt=0, description="knn: vote weight exp(cosine / τ)")
+    knn_temperature: float = Field(0.07, ge=1e-3, le=100, description="knn: vote weight exp(cosine / τ)")
 
     @model_validator(mode="after")
     def _check(self) -> "FinetuneConfig":
@@ -176,10 +201,10 @@ class SaliencyConfig(Strict):
     decoder_channels: int = Field(32, ge=1, description="channels of the upsampling decoder")
     decoder_blocks: int = Field(2, ge=0, description="×2 upsampling blocks before the final resize to the input size")
     freeze_encoder: bool = Field(True, description="true: only the decoder trains; false: fine-tune the encoder too")
-    epochs: int = Field(5, ge=1, description="passes over the training frames")
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS, description="passes over the training frames")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
-    batch_size: int = Field(16, ge=1, description="frames per training batch")
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH, description="frames per training batch")
     hflip: bool = Field(True, description="flip half the training frames left-right, with their ground truth")
     n_overlays: int = Field(4, ge=0, description="test frames drawn as frame | prediction | ground truth PNGs")
     inits: list[str] = Field(default_factory=lambda: ["random", "pretrain"],

@@ -12,6 +12,12 @@ ran) are ended on the next start: every run carries tags naming its process (``u
 experiment whose process on this host is gone to KILLED, with the tag ``usssl.ended`` saying why.
 Runs of other hosts are left alone (their processes cannot be checked from here).
 
+Every pipeline run logs, besides the config, what can change its numbers without changing the
+config: library versions (tags ``version.*``, ``versions.json``) and the thread counts (params
+``threads.*``: torch's intra-/inter-op threads, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, CPU count;
+also written to the log, tracking on or off). A remote tracking server that does not answer within
+``SERVER_TIMEOUT_S`` is an error at once, not minutes of MLflow's retries.
+
 Privacy: the config (params and ``config.yaml``) is logged with every path redacted (the fields
 marked ``PATH`` in ``usssl.config``: sources, side tables, cache and output folders, model folders,
 the tracking URI), because folder names in hospitals often carry patient names; nothing else the
@@ -24,6 +30,7 @@ tracker logs comes from the raw data.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib.metadata
 import json
@@ -32,15 +39,23 @@ import os
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import unquote, urlsplit
 
 from usssl.config import PipelineConfig, flatten, to_yaml
 from usssl.engine.distributed import launcher_rank
+from usssl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("usssl", "torch", "torchvision", "torchaudio", "lightning", "mlflow", "numpy", "av", "pydicom")
+PACKAGES = ("usssl", "torch", "torchvision", "torchaudio", "lightning", "mlflow", "numpy", "pandas", "av", "pydicom",
+            "opencv-python-headless", "pydantic")
+SERVER_TIMEOUT_S = 3.0
+"""How long a remote tracking server may take to answer before a run is refused."""
+DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 
 def package_versions() -> dict[str, str]:
@@ -52,6 +67,99 @@ def package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = "missing"
     return out
+
+
+def thread_settings() -> dict[str, str]:
+    """The thread counts that can change a result (float sums are ordered by thread): torch's intra-
+    and inter-op threads, ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` ("unset": the libraries' default,
+    usually one per core) and the CPU count, as ``threads.*`` params."""
+    import torch
+
+    return {"threads.torch_intra_op": str(torch.get_num_threads()),
+            "threads.torch_inter_op": str(torch.get_num_interop_threads()),
+            "threads.OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+            "threads.MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", "unset"),
+            "threads.cpu_count": str(os.cpu_count())}
+
+
+def describe_threads(threads: dict[str, str] | None = None) -> str:
+    """``torch intra-op 2, inter-op 2; OMP_NUM_THREADS=1, MKL_NUM_THREADS=unset; 2 CPU(s)``."""
+    t = threads or thread_settings()
+    return (f"torch intra-op {t['threads.torch_intra_op']}, inter-op {t['threads.torch_inter_op']}; "
+            f"OMP_NUM_THREADS={t['threads.OMP_NUM_THREADS']}, MKL_NUM_THREADS={t['threads.MKL_NUM_THREADS']}; "
+            f"{t['threads.cpu_count']} CPU(s)")
+
+
+def shown_uri(uri: str) -> str:
+    """``uri`` without a user name or password, for messages."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        return parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")).geturl()
+    return uri
+
+
+def tracking_problem(uri: str, timeout_s: float = SERVER_TIMEOUT_S) -> str | None:
+    """Why the remote tracking store at ``uri`` cannot be used, found within ``timeout_s`` seconds, or None
+    (it answered, or it is local: sqlite, file). http(s): ``GET <uri>/health`` (proxy settings are
+    honoured, as MLflow does), which an MLflow server answers with 200, or 401/403 behind a login; a
+    database URI: a TCP connection."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+")[0]
+    try:
+        if scheme in ("http", "https"):
+            status = _health_status(uri, timeout_s)
+            if status == 404:
+                return "it answered HTTP 404 for /health: not an MLflow server? check the host, port and path"
+            if status >= 400 and status not in (401, 403):
+                return f"it answered HTTP {status}: the server, or a proxy on the way, reports an error"
+        elif scheme in DB_PORTS and parts.hostname:
+            socket.create_connection((parts.hostname, parts.port or DB_PORTS[scheme]), timeout=timeout_s).close()
+    except (TimeoutError, socket.timeout):
+        return f"no answer within {timeout_s:g} s"
+    except ConnectionRefusedError:
+        return "connection refused: nothing listens there"
+    except socket.gaierror:
+        return f"unknown host {parts.hostname!r}"
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
+
+
+def _health_status(uri: str, timeout_s: float) -> int:
+    """The HTTP status of ``GET <uri>/health`` (200 for a TLS error: MLflow reports those itself)."""
+    parts = urlsplit(uri)
+    request = urllib.request.Request(shown_uri(uri).rstrip("/") + "/health")
+    if parts.username:
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if "ssl" in type(reason).__module__ or "CERTIFICATE" in str(reason).upper():
+            return 200
+        raise reason if isinstance(reason, OSError) else OSError(str(reason)) from None
+
+
+def check_tracking_server(uri: str, timeout_s: float = SERVER_TIMEOUT_S, source: str | None = None) -> None:
+    """Raise at once when the remote tracking store does not answer (:func:`tracking_problem`).
+
+    Raises:
+        ConfigError: names the URI (without credentials), where it came from (``MLFLOW_TRACKING_URI``, or
+            ``tracking.uri`` of the YAML ``source``) and what to do.
+    """
+    problem = tracking_problem(uri, timeout_s)
+    if problem:
+        env = os.environ.get("MLFLOW_TRACKING_URI") == uri
+        origin = "MLFLOW_TRACKING_URI" if env else "tracking.uri"
+        where = f"{source}: " if source and not env else ""
+        raise ConfigError(f"{where}{origin}: the MLflow tracking server {shown_uri(uri)} cannot be used ({problem}); "
+                          f"start it (mlflow server --host HOST --port PORT), correct {origin}, or set "
+                          "tracking.enabled: false to run without tracking")
 
 
 def git_commit(path: Path | None = None) -> str | None:
@@ -136,6 +244,7 @@ class Tracker:
         self.parent_id: str | None = None
         self.run_id: str | None = None  # the active stage run (or the parent outside stages)
         if self.enabled:
+            check_tracking_server(self.uri)  # seconds, not minutes of MLflow's retries
             os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no schema-migration chatter
             from mlflow.tracking import MlflowClient
 
@@ -178,7 +287,9 @@ class Tracker:
 
     @contextlib.contextmanager
     def pipeline_run(self, run_name: str | None = None) -> Iterator["Tracker"]:
-        """The parent run: config, versions, git commit."""
+        """The parent run: config, versions, thread counts, git commit."""
+        threads = thread_settings()
+        log.info("threads: %s (results can differ with the thread count)", describe_threads(threads))
         if not self.enabled:
             yield self
             return
@@ -187,7 +298,7 @@ class Tracker:
         self.parent_id = self.run_id = run.info.run_id
         status = "FAILED"
         try:
-            self.log_params(redacted_params(self.cfg))
+            self.log_params({**redacted_params(self.cfg), **threads})
             self.log_text(to_yaml(self.cfg, redact=True), "config.yaml")
             versions = package_versions()
             self.log_dict(versions, "versions.json")

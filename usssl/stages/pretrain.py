@@ -10,6 +10,11 @@ default with k folds), or one per seed on the ingest split's training subjects. 
 With ``--resume`` a finished pretraining (same epoch and step limits) is kept and an unfinished
 one continues from its last checkpoint.
 
+Before anything is written each pretraining checks that an epoch of its training data holds at least
+one full batch (:func:`check_batch_fits`): otherwise Lightning would train 0 steps, exit 0, and the
+"pretrained" encoder would equal a random one. ``usssl validate`` runs the same check
+(:func:`check_pretrain_data`) when the cache already exists.
+
     >>> run(cfg, cfg.stage("pretrain"), tracker, resume=False)["encoders"]
     ['runs/demo/pretrain/encoder.pt']
 """
@@ -25,8 +30,62 @@ from usssl.config import PipelineConfig
 from usssl.engine.distributed import is_main_process
 from usssl.engine.files import write_json_atomic
 from usssl.engine.tracking import Tracker
+from usssl.errors import DataError
 
 log = logging.getLogger(__name__)
+
+
+def check_batch_fits(pcfg, n_items: int, n_shards: int, key: str | None = None) -> int:
+    """Optimizer steps per epoch: ``n_items // pcfg.batch_size`` (the loader drops a last partial batch).
+
+    Raises:
+        DataError: fewer items per epoch than one batch (0 steps); the message names the stage (``key``,
+            default ``pretrain`` and its name) and the largest batch that fits.
+    """
+    key = key or (f"pretrain ({pcfg.name})" if pcfg.name else "pretrain")
+    if n_items == 0:
+        raise DataError(f"{key}: the {n_shards} training recording(s) give no training items for method "
+                        f"'{pcfg.method}', so nothing can be learned; check the cache's training split (and, for "
+                        "narration-based methods, that the recordings have speech)")
+    steps = n_items // pcfg.batch_size
+    if steps == 0:
+        raise DataError(f"{key}.batch_size: {pcfg.batch_size} is larger than the {n_items} training items of one "
+                        f"epoch (from {n_shards} training recording(s)), so pretraining would take 0 steps and the "
+                        f"'pretrained' encoder would stay random; set batch_size to at most {n_items}, or draw more "
+                        "items per epoch (pairs_per_epoch)")
+    return steps
+
+
+def check_pretrain_data(cfg: PipelineConfig, pcfg, key: str | None = None) -> int | None:
+    """Steps per epoch of the pretrain stage ``pcfg`` (named ``key`` in errors) on the pipeline's cache
+    (:func:`check_batch_fits` on the dataset the stage would build), for ``usssl validate``; None when an
+    ingest stage of the pipeline has yet to write the cache. Without an ingest stage a missing cache is
+    the DataError of ``Cache``."""
+    from usssl.data.cache import Cache
+    from usssl.methods import method_module
+
+    try:
+        cache = Cache(cfg.cache_dir)
+    except DataError:
+        if any(e.kind == "ingest" for e in cfg.stages):
+            return None
+        raise
+    from usssl.stages.common import pretrain_runs
+
+    first = pretrain_runs(cfg, pcfg, cache)[0]  # every run draws the same number of items per epoch
+    shards, split = run_shards(cache, pcfg, first)
+    dataset, _ = method_module(pcfg.method).make_dataset(cache, shards, split, pcfg, first.seed)
+    return check_batch_fits(pcfg, len(dataset), len(shards), key)
+
+
+def run_shards(cache, pcfg, run) -> tuple[list[str], str | None]:
+    """(shard ids, the split they are checked against) of one pretraining: the ingest split's training
+    shards (checked against it), or a fold's subjects (disjoint from its test subjects by construction)."""
+    from usssl.data.splits import shards_of
+
+    if run.fold is None and pcfg.exclude_fold is None:
+        return cache.shard_ids("train"), "train"
+    return shards_of(cache, run.subjects), None
 
 
 def train_encoder(cfg: PipelineConfig, pcfg, cache, shards: list[str], split: str | None, seed: int,
@@ -45,6 +104,7 @@ def train_encoder(cfg: PipelineConfig, pcfg, cache, shards: list[str], split: st
     L.seed_everything(seed, workers=True, verbose=False)
     method = method_module(pcfg.method)
     dataset, data_metrics = method.make_dataset(cache, shards, split, pcfg, seed)
+    check_batch_fits(pcfg, len(dataset), len(shards))  # before any output: 0 steps would "succeed"
     module = method.make_module(pcfg, cache)
     name = pcfg.name or pcfg.method
     if is_main_process():
@@ -71,7 +131,6 @@ def train_encoder(cfg: PipelineConfig, pcfg, cache, shards: list[str], split: st
 def run(cfg: PipelineConfig, pcfg, tracker: Tracker, resume: bool) -> dict:
     """Run every pretraining of this stage (module docstring)."""
     from usssl.data.cache import Cache
-    from usssl.data.splits import shards_of
     from usssl.stages.common import pretrain_runs
 
     cache = Cache(cfg.cache_dir)
@@ -85,9 +144,7 @@ def run(cfg: PipelineConfig, pcfg, tracker: Tracker, resume: bool) -> dict:
         if resume and path.is_file() and marker.is_file() and json.loads(marker.read_text()) == wanted:
             log.info("pretraining %s (seed %d) already finished; kept (--resume)", r.inductive_for, r.seed)
         else:
-            # the ingest split's training shards are checked against it; a fold's subjects by construction
-            shards, split = (cache.shard_ids("train"), "train") if r.fold is None and pcfg.exclude_fold is None \
-                else (shards_of(cache, r.subjects), None)
+            shards, split = run_shards(cache, pcfg, r)
             log.info("pretraining %s on %d subject(s) (%s, seed %d)", pcfg.method, len(r.subjects),
                      r.inductive_for, r.seed)
             final = train_encoder(cfg, pcfg, cache, shards, split, r.seed, r.folder, r.stage, tracker, resume,
