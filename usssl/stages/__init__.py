@@ -22,7 +22,8 @@ STAGES: dict[str, str] = {
     "saliency": "usssl.stages.saliency",
     "export": "usssl.stages.export",
 }
-TRAINING_STAGES = ("pretrain", "finetune")  # stages every rank joins under multi-process training
+TRAINING_STAGES = ("pretrain", "finetune", "export")  # stages every rank joins under multi-process training
+# (export re-runs the chosen recipe on every subject: its pretraining and fine-tuning train on all ranks)
 
 
 def stage_runner(kind: str) -> Callable[..., dict]:

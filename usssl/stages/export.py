@@ -22,6 +22,7 @@ from torch import nn
 
 from usssl.config import ExportConfig, PipelineConfig
 from usssl.data.cache import Cache
+from usssl.engine.distributed import is_main_process
 from usssl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ def run(cfg: PipelineConfig, xcfg: ExportConfig, tracker, resume: bool) -> dict:
     if xcfg.model == "best" and xcfg.refit:
         model, _, refit = refit_on_all_subjects(cfg, recipe, tracker, resume)
         trained_on = {"refit": "every subject", **refit}
+        if not is_main_process():  # the other ranks only helped train
+            return {}
     else:
         model, trained_on = load_classifier(recipe["path"]), {"refit": f"no: the fitted model {recipe['tag']}"}
     saliency, clip = None, None
