@@ -121,8 +121,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def _ingest_done(summary, strict: bool) -> int:
     """Print what an ingest (or merge) did; exit 1 under ``--strict`` when an input failed."""
+    repeats = getattr(summary, "n_duplicates", 0)
     print(f"ingested {summary.n_ok} recording(s), {summary.n_failed} failed, "
-          f"{summary.n_skipped - summary.n_failed} skipped (not recordings); cache: {summary.cache_dir}")
+          f"{summary.n_skipped - summary.n_failed - repeats} skipped (not recordings), {repeats} duplicate(s) "
+          f"of another recording cached once; cache: {summary.cache_dir}")
     if summary.n_skipped:
         print(f"see {summary.report_path} for the reasons")
     if strict and summary.n_failed:
