@@ -28,6 +28,8 @@ from usssl.stages import TRAINING_STAGES, stage_runner
 
 log = logging.getLogger(__name__)
 
+RUN_LOCK = ".usssl-run.lock"  # in output_dir while a run writes there (usssl.engine.lock)
+
 
 def _wait_for_stage(marker: Path, since: float | None, timeout_s: float = 24 * 3600) -> None:
     """Block a non-main rank until the main process has finished an earlier stage."""
@@ -46,7 +48,19 @@ def run_pipeline(cfg: PipelineConfig, resume: bool = False) -> dict[str, Any]:
     Under multi-process training (torchrun, SLURM, Lightning's launcher) every rank runs this
     function: only the main process ingests, evaluates, writes markers and logs; the other ranks
     join the training stages once the main process has finished the stages before them.
+
+    One run writes into an output folder at a time: the main process holds ``RUN_LOCK`` there, and
+    a second run stops with a ``LockError`` naming the first (pid, host, start time).
     """
+    from usssl.engine.distributed import is_main_process
+    from usssl.engine.lock import folder_lock
+
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    with folder_lock(Path(cfg.output_dir) / RUN_LOCK, "usssl run", enabled=is_main_process()):
+        return _run_stages(cfg, resume)
+
+
+def _run_stages(cfg: PipelineConfig, resume: bool) -> dict[str, Any]:
     from usssl.engine.distributed import is_main_process, launched_together
 
     out = Path(cfg.output_dir)

@@ -48,7 +48,8 @@ def test_dicom_folder_region_crop_subjects_and_no_phi(tmp_path):
     frames = fd.ramp_frames(t=5)
     fd.write_dicom(src / "Secretname_a.dcm", frames, FrameTime=40.0, regions=[fd.region(BOX)])
     fd.write_dicom(src / "Secretname_b.dcm", frames, FrameTime=40.0)  # same patient, no region
-    fd.write_dicom(src / "other" / "c.DCM", frames, CineRate=25, PatientID="PID-OTHER-0815")
+    fd.write_dicom(src / "other" / "c.DCM", frames[::-1], CineRate=25,  # identical frames: a duplicate
+                   PatientID="PID-OTHER-0815")  # fmt: skip
     fd.write_dicom(src / "nopix.dcm", frames, pixels=False)
     shutil.copy(pydicom.examples.get_path("ybr_color"), src / "ybr.dicom")
     summary = ingest([src], tmp_path / "cache", CFG, progress=False)

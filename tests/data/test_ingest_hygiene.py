@@ -52,7 +52,8 @@ def _shards(summary) -> dict[str, dict]:
 
 def _other_subject(src: Path) -> None:
     """A second subject: a subject-level split needs two."""
-    fd.write_dicom(src / "other.dcm", fd.ramp_frames(t=6), FrameTime=40.0, PatientID="PID-OTHER-1")
+    flipped = np.ascontiguousarray(fd.ramp_frames(t=6)[:, :, ::-1])  # frames no other test file has (no duplicate)
+    fd.write_dicom(src / "other.dcm", flipped, FrameTime=40.0, PatientID="PID-OTHER-1")
 
 
 def test_static_marker_in_a_dicom_region_is_blanked_and_anatomy_kept(tmp_path):
@@ -135,9 +136,9 @@ def test_imaging_geometry_of_a_given_box_the_full_frame_and_a_refused_dicom(tmp_
 def test_burned_in_annotation_without_a_region_is_refused_unless_a_box_is_set(tmp_path):
     frames = fd.ramp_frames(t=6)
     fd.write_dicom(tmp_path / "src" / "burned.dcm", frames, FrameTime=40.0, BurnedInAnnotation="YES")
-    fd.write_dicom(tmp_path / "src" / "burned_region.dcm", frames, FrameTime=40.0, BurnedInAnnotation="YES",
-                   regions=[fd.region((4, 2, 28, 22))])  # fmt: skip
-    fd.write_dicom(tmp_path / "src" / "clean.dcm", frames, FrameTime=40.0, BurnedInAnnotation="NO",
+    fd.write_dicom(tmp_path / "src" / "burned_region.dcm", frames[::-1], FrameTime=40.0, BurnedInAnnotation="YES",
+                   regions=[fd.region((4, 2, 28, 22))])  # fmt: skip  (other frames: identical ones are one recording)
+    fd.write_dicom(tmp_path / "src" / "clean.dcm", frames[1:], FrameTime=40.0, BurnedInAnnotation="NO",
                    PatientID="PID-OTHER-2")  # fmt: skip
     _other_subject(tmp_path / "src")
     summary = ingest([tmp_path / "src"], tmp_path / "cache", CFG, progress=False)
@@ -246,9 +247,9 @@ def test_colour_doppler_in_a_video_is_found_from_its_keyframes(tmp_path):
 def test_spacing_follows_crop_and_resize(tmp_path):
     frames = fd.ramp_frames(t=5)
     fd.write_dicom(tmp_path / "src" / "cm.dcm", frames, FrameTime=40.0, regions=[fd.region((4, 2, 28, 22))])
-    fd.write_dicom(tmp_path / "src" / "mm_unknown.dcm", frames, FrameTime=40.0,
+    fd.write_dicom(tmp_path / "src" / "mm_unknown.dcm", frames[::-1], FrameTime=40.0,  # other frames: not a duplicate
                    regions=[fd.region((4, 2, 28, 22), units=0)])  # fmt: skip
-    fd.write_dicom(tmp_path / "src" / "none.dcm", frames, FrameTime=40.0, PatientID="PID-OTHER-3")
+    fd.write_dicom(tmp_path / "src" / "none.dcm", frames[1:], FrameTime=40.0, PatientID="PID-OTHER-3")
     summary = ingest([tmp_path / "src"], tmp_path / "cache", CFG, progress=False)
     shards = _shards(summary)
     # 0.02 cm = 0.2 mm source pixels; box 24 x 20 -> 16 x 16: x 0.2 * 24 / 16, y 0.2 * 20 / 16

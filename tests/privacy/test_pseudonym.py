@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import multiprocessing
+import os
 import stat
 
 import pytest
@@ -67,5 +71,44 @@ def test_empty_key_file_is_a_data_error(monkeypatch, tmp_path):
     path = tmp_path / "subject.key"
     path.write_bytes(b"")
     monkeypatch.setenv(KEY_FILE_ENV, str(path))
-    with pytest.raises(DataError, match="subject.key"):
+    with pytest.raises(DataError, match="subject.key") as info:
         subject_key()
+    message = str(info.value)
+    assert "restore it from your backup" in message and "delete" not in message.lower()  # never orphan pseudonyms
+    assert path.read_bytes() == b""  # left as it is
+
+
+def _create_key(barrier, results) -> None:
+    barrier.wait()  # all at once
+    try:
+        results.put(("ok", subject_key().hex()))
+    except Exception as exc:  # noqa: BLE001 (reported to the test)
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def test_eight_concurrent_creators_end_with_one_key_and_no_error(monkeypatch, tmp_path):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(5):
+        path = tmp_path / f"round-{round_}" / "subject.key"
+        monkeypatch.setenv(KEY_FILE_ENV, str(path))
+        barrier, results = ctx.Barrier(8), ctx.Queue()
+        procs = [ctx.Process(target=_create_key, args=(barrier, results)) for _ in range(8)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert [status for status, _ in outcomes] == ["ok"] * 8, outcomes
+        assert {key for _, key in outcomes} == {path.read_bytes().hex()} and len(path.read_bytes()) == 32
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert [p.name for p in path.parent.iterdir()] == ["subject.key"]  # no temporary file left
+
+
+def test_a_file_name_that_is_not_utf8_has_a_pseudonym():
+    raw = os.fsdecode(b"scan_\xff\xfe.mp4")  # what os.listdir gives for Latin-1 bytes
+    a = pseudonym(raw, b"k", kind="shard")
+    assert a == pseudonym(raw, b"k", kind="shard") != pseudonym("scan_\ufffd\ufffd.mp4", b"k", kind="shard")
+    expected = hmac.new(b"k", b"usssl/shard/scan_\xff\xfe.mp4", hashlib.sha256).hexdigest()[:16]
+    assert a == expected  # hashed as the name's bytes
+    assert pseudonym("PID-0042", b"k") == hmac.new(b"k", b"usssl/subject/PID-0042", hashlib.sha256).hexdigest()[:16]

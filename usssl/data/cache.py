@@ -13,10 +13,14 @@ Layout (docs/architecture.md)::
           DATA_CARD.md        counts, settings and de-identification of this cache (no paths)
 
 ingest_report.csv: ``source`` (path relative to the ingest root), ``status`` (``ok``: in the
-cache; ``skipped``: not a recording, e.g. a WAV/FLAC nobody's narration; ``failed``: unreadable,
-unsupported or refused), ``reason``, then the SOURCE recording's ``frames``, ``duration_s`` and ``fps`` (as its
-header or container states them; empty when it could not be opened), the ``shard`` id and the
-number of ``cached_frames``.
+cache; ``skipped``: not a recording, e.g. a WAV/FLAC nobody's narration, or a duplicate of another
+input's frames; ``failed``: unreadable, unsupported or refused), ``reason`` (for ``ok`` rows: notes
+on repaired headers and library messages), then the SOURCE recording's ``frames``, ``duration_s``
+and ``fps`` (as its header or container states them, or its data where the header lies; empty
+when it could not be opened), the ``shard`` id and the number of ``cached_frames``.
+
+shard.json also holds ``frame_digest`` (sha256 of the cached frames alone: identical for the same
+clip under two names) and ``notes`` (the report's notes for it, with no file names).
 
 flags.npy bits: ``FLAG_FROZEN`` (1) frozen/duplicate frame, ``FLAG_DOPPLER`` (2) colour Doppler.
 ``spacing_mm_x`` / ``spacing_mm_y`` are the cached pixel's width / height in mm (after crop and
@@ -73,11 +77,56 @@ def with_optional_columns(index: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_report(root: Path, report: pd.DataFrame, name: str = REPORT_FILE) -> Path:
-    """Write the rows of ``report`` (``REPORT_COLUMNS``) to ``root/name`` atomically; returns the path."""
+    """Write the rows of ``report`` (``REPORT_COLUMNS``) to ``root/name`` atomically; returns the path.
+
+    The file is UTF-8; rows name files through ``usssl.io.video.printable``.
+    """
     path = Path(root) / name
     report = report.reindex(columns=REPORT_COLUMNS).astype({"frames": "Int64", "cached_frames": "Int64"})
     replace_atomic(path, lambda tmp: report.to_csv(tmp, index=False), mode=0o600)  # it names the sources
     return path
+
+
+def result_row(job, status: str, reason: str, info: dict | None, source: dict | None = None) -> dict:
+    """One ingest_report.csv row (``REPORT_COLUMNS``) of ``job`` (a ``usssl.data.ingest_job.IngestJob``),
+    plus the shard info for the index; the source and reason as :func:`usssl.io.video.printable`.
+
+    ``frames``, ``fps`` and ``duration_s`` describe the SOURCE recording (its header or
+    container), from the shard's info when it was ingested, else from ``source`` (what the
+    reader saw before a later step failed) when given, else empty.
+    """
+    if info is not None:
+        frames, fps = info.get("source_frames"), info.get("source_fps")
+        duration = info.get("source_duration_s", frames / fps if frames and fps else None)
+    elif source is not None:
+        frames, fps, duration = source["frames"], source["fps"], source["duration_s"]
+    else:
+        frames = fps = duration = None
+    from usssl.io.video import printable  # lazily: reading a cache needs no PyAV
+
+    return {"source": printable(job.source), "status": status, "reason": printable(reason),
+            "frames": frames,
+            "duration_s": None if duration is None else round(float(duration), 4),
+            "fps": None if fps is None else round(float(fps), 4), "shard": job.shard,
+            "cached_frames": int(info["n_frames"]) if info else 0,
+            "audio_kept": bool(info["has_audio"]) if info else None,  # narration can hold spoken names
+            "text_blanked_pct": round(100 * info.get("text_blanked_fraction", 0.0), 3) if info else None,
+            "text_heavy": bool(info.get("text_heavy", False)) if info else None,  # check the recording
+            "info": info}  # fmt: skip
+
+
+def input_digest(job) -> str:
+    """What a shard was made from (file size and time, subject, labels, gaze, narration file), for
+    resuming: ``job`` is a ``usssl.data.ingest_job.IngestJob``; its digest is in ``shard.json``."""
+    stat = os.stat(job.path)
+    h = hashlib.sha256(json.dumps([job.source, job.subject, stat.st_size, stat.st_mtime_ns]).encode())
+    if job.narration:
+        side = os.stat(job.narration)
+        h.update(json.dumps(["narration", side.st_size, side.st_mtime_ns]).encode())
+    for table in (job.labels, job.gaze):
+        for array in table or ():
+            h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
 
 
 def part_names(k: int, n: int) -> tuple[str, str]:
@@ -119,6 +168,7 @@ class ShardWriter:
         self.frames = np.lib.format.open_memmap(self.tmp / "frames.npy", "w+", np.uint8, shape)
         self.n = 0
         self.hash = hashlib.sha256()
+        self.frame_hash = hashlib.sha256()  # the frames alone: equal for the same clip under two names
 
     def append(self, block: np.ndarray) -> None:
         """Add uint8 (t, H, W) frames after those already written."""
@@ -127,6 +177,7 @@ class ShardWriter:
         block = np.ascontiguousarray(block, dtype=np.uint8)
         self.frames[self.n : self.n + len(block)] = block
         self.hash.update(block.tobytes())
+        self.frame_hash.update(block.tobytes())
         self.n += len(block)
 
     def finish(self, *, audio: np.ndarray | None, labels: np.ndarray, gaze: np.ndarray,
@@ -136,7 +187,8 @@ class ShardWriter:
         Args:
             audio: float32 (N,) or None; labels: int16 (T,); gaze: float32 (T, 2); flags: uint8 (T,),
                 with T the number of frames appended.
-            info: the shard's index fields; ``digest`` and ``n_frames`` are filled in here.
+            info: the shard's index fields; ``digest`` (of every array), ``frame_digest`` (of the
+                frames alone, which finds duplicate recordings) and ``n_frames`` are filled in here.
 
         Returns:
             ``info`` as written to ``shard.json``.
@@ -166,7 +218,8 @@ class ShardWriter:
             if name in arrays:
                 np.save(self.tmp / f"{name}.npy", arrays[name])
                 self.hash.update(name.encode() + arrays[name].tobytes())
-        info = {**info, "shard": self.shard_id, "n_frames": int(self.n), "digest": self.hash.hexdigest()}
+        info = {**info, "shard": self.shard_id, "n_frames": int(self.n), "digest": self.hash.hexdigest(),
+                "frame_digest": self.frame_hash.hexdigest()}  # fmt: skip
         (self.tmp / "shard.json").write_text(json.dumps(info, indent=2) + "\n")
         final = shard_dir(self.root, self.shard_id)
         if final.exists():

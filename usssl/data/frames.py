@@ -253,9 +253,10 @@ def resampled_blocks(geo: ImagingGeometry, size: tuple[int, int]) -> Iterator[np
     start = pos = 0
     for block in blocks:
         stop = int(np.searchsorted(src_idx, start + len(block)))
-        if stop > pos:
-            yield crop_resize(block[src_idx[pos:stop] - start], geo.box, size, geo.keep)
-            pos = stop
+        for lo in range(pos, stop, BLOCK_FRAMES):  # at most a block of outputs at once, however slow the source
+            hi = min(lo + BLOCK_FRAMES, stop)
+            yield crop_resize(block[src_idx[lo:hi] - start], geo.box, size, geo.keep)
+        pos = max(pos, stop)
         start += len(block)
         if pos >= len(src_idx):
             break

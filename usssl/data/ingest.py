@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -37,11 +39,13 @@ import pandas as pd
 from usssl.config import IngestConfig, SplitConfig
 from usssl.data import cache as cache_io
 from usssl.engine.files import replace_atomic, write_json_atomic
+from usssl.engine.lock import LockError, folder_lock, held_message, live_holder
 from usssl.data.datacard import write_data_card
 from usssl.data.frames import REGION_SAMPLES, kept_frames  # noqa: F401 (public API of ingest)
-from usssl.data.ingest_job import input_digest, lone_audio_rows, make_jobs, result_row, run_jobs  # noqa: F401
+from usssl.data.cache import input_digest  # noqa: F401 (public API of ingest)
+from usssl.data.ingest_job import lone_audio_rows, make_jobs, run_jobs
 from usssl.io.registry import READERS, media_extension, reader_for
-from usssl.data.splits import split_subjects, subject_split, subject_strata
+from usssl.data.splits import drop_duplicates, split_subjects, subject_split, subject_strata
 from usssl.errors import CacheMismatchError, ConfigError, DataError
 from usssl.io.audio import AUDIO_EXTENSIONS
 from usssl.io.tables import load_tables
@@ -50,12 +54,14 @@ from usssl.privacy.pseudonym import key_check, subject_key
 log = logging.getLogger(__name__)
 
 NOT_RECORDINGS = {"dicomdir"}  # a PACS export's index file: DICOM magic, no images
+INGEST_LOCK = ".usssl-ingest.lock"  # in the cache folder while an ingest or merge writes it
 
 
 @dataclass
 class IngestSummary:
     """What an ingest produced. ``n_skipped`` counts every input not in the cache (status
-    ``skipped`` or ``failed``); ``n_failed`` those that failed (unreadable, unsupported, refused)."""
+    ``skipped`` or ``failed``); ``n_failed`` those that failed (unreadable, unsupported, refused);
+    ``n_duplicates`` the skipped ones that repeat another recording's frames."""
 
     cache_dir: Path
     n_ok: int
@@ -63,6 +69,7 @@ class IngestSummary:
     n_frames: int
     report_path: Path
     n_failed: int = 0
+    n_duplicates: int = 0
 
 
 def _is_recording(path: Path, extensions) -> bool:
@@ -145,7 +152,8 @@ def _prepare_out(out: Path, settings: dict, overwrite: bool, sharded: bool = Fal
                 (out / name).unlink(missing_ok=True)
         elif not differ:
             settings = None  # already there: leave the file alone (other machines may read it)
-    elif out.is_dir() and any(not (sharded and _part_of_a_cache(p.name)) for p in out.iterdir()):
+    elif out.is_dir() and any(not (sharded and _part_of_a_cache(p.name)) and INGEST_LOCK[:-5] not in p.name
+                              for p in out.iterdir()):  # fmt: skip
         raise DataError(f"{out}: folder is not empty and is not a usssl cache; choose an empty folder")
     (out / "shards").mkdir(parents=True, exist_ok=True)
     if not sharded:
@@ -195,9 +203,15 @@ def ingest(
     ``parts/`` (``cache.part_names``), and ``merge_parts`` writes the final index, splits, report
     and data card once every part is done. Every machine must see the same sources and settings.
 
+    One ingest writes into a cache at a time (``ingest_lock``). Recordings with the same frames
+    under several names are cached once (``drop_duplicates``); with fewer than two subjects every
+    recording goes to train, with a warning (``splits.require_test_split`` stops stages that need
+    a test split).
+
     Raises:
         CacheMismatchError: ``out`` holds a cache made with other settings (and not overwrite).
-        DataError: no source files, a malformed table, no recording ingested, too few subjects.
+        DataError: no source files, a malformed table, no recording ingested.
+        LockError: another ingest (or a part of a sharded one) is writing into ``out``.
     """
     out = Path(out)
     k, n = part or (1, 1)
@@ -208,25 +222,30 @@ def ingest(
                         f"{[str(s) for s in sources]}")  # fmt: skip
     tables = load_tables([Path(s) for s in sources], labels_csv, gaze_csv, subjects_csv, frozenset(READERS))
     key = subject_key()
-    _prepare_out(out, cache_settings(cfg, tables.classes, key), cfg.overwrite, sharded=part is not None)
-    jobs = sorted(make_jobs(files, tables, key, out, cfg), key=lambda j: (j.source, j.path))
-    results = lone_audio_rows(audio_files, jobs)[k - 1 :: n]
-    todo = []
-    for job in jobs[k - 1 :: n]:
-        info = cache_io.shard_info(out, job.shard)
-        if info is not None and info.get("input_digest") == job.input_digest:
-            results.append(result_row(job, "ok", "already cached", info))
-        else:
-            todo.append(job)
-    results += run_jobs(todo, cfg.workers, progress)
-    report, index = _report(results), _index(results)
-    if part is None:
-        return _finish(out, cfg.split, report, index)
-    parts = out / cache_io.PARTS_DIR
-    parts.mkdir(exist_ok=True)
-    index_name, report_name = cache_io.part_names(k, n)
-    report_path = cache_io.write_report(parts, report, report_name)
-    replace_atomic(parts / index_name, lambda tmp: index.to_parquet(tmp, index=False))
+    with ingest_lock(out, part):
+        _prepare_out(out, cache_settings(cfg, tables.classes, key), cfg.overwrite, sharded=part is not None)
+        jobs = sorted(make_jobs(files, tables, key, out, cfg), key=lambda j: (j.source, j.path))
+        results = lone_audio_rows(audio_files, jobs)[k - 1 :: n]
+        todo = []
+        for job in jobs[k - 1 :: n]:
+            info = cache_io.shard_info(out, job.shard)
+            if info is not None and info.get("input_digest") == job.input_digest:
+                reason = "; ".join(["already cached", *info.get("notes", [])])
+                results.append(cache_io.result_row(job, "ok", reason, info))
+            else:
+                todo.append(job)
+        results += run_jobs(todo, cfg.workers, progress)
+        for row in results:
+            for detail in row.get("details", ()):
+                log.debug("%s", detail)  # what a library logged while reading; the report has one line
+        report, index = _report(results), _index(results)
+        if part is None:
+            return _finish(out, cfg.split, report, index)
+        parts = out / cache_io.PARTS_DIR
+        parts.mkdir(exist_ok=True)
+        index_name, report_name = cache_io.part_names(k, n)
+        report_path = cache_io.write_report(parts, report, report_name)
+        replace_atomic(parts / index_name, lambda tmp: index.to_parquet(tmp, index=False))
     summary = _summary(out, report, index, report_path)
     log.info("part %d/%d: %d recording(s) ingested, %d not; merge with `usssl ingest --merge %s` once "
              "every part is done", k, n, summary.n_ok, summary.n_skipped, out)  # fmt: skip
@@ -234,6 +253,25 @@ def ingest(
         raise DataError(f"part {k}/{n}: none of its {summary.n_failed} recording(s) could be ingested; "
                         f"see {report_path}")  # fmt: skip
     return summary
+
+
+@contextmanager
+def ingest_lock(out: Path, part: tuple[int, int] | None = None, what: str = "usssl ingest") -> Iterator[None]:
+    """Hold the cache's ingest lock for the block: ``INGEST_LOCK`` for an ingest or a merge, a lock of
+    its own for part K/N of a sharded ingest (the parts run at the same time by design); a part
+    refuses while the whole cache's lock is held, and an ingest or merge while a part's is.
+
+    Raises:
+        LockError: another ingest holds ``out``; the message names it (pid, host, start time).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    name = INGEST_LOCK if part is None else f".usssl-ingest-{part[0]}-of-{part[1]}.lock"
+    with folder_lock(out / name, what if part is None else f"{what} --shard {part[0]}/{part[1]}"):
+        for other in [out / INGEST_LOCK] if part else sorted(out.glob(".usssl-ingest-*-of-*.lock")):
+            holder = live_holder(other)
+            if holder is not None:
+                raise LockError(held_message(other, holder))
+        yield
 
 
 def merge_parts(out: Path) -> IngestSummary:
@@ -244,12 +282,19 @@ def merge_parts(out: Path) -> IngestSummary:
 
     Raises:
         DataError: ``out`` is not a cache, holds no parts, parts of different N, or a part missing.
+        LockError: an ingest into ``out`` (or one of its parts) is still running.
     """
     out = Path(out)
-    settings_path, parts = out / cache_io.SETTINGS_FILE, out / cache_io.PARTS_DIR
+    settings_path = out / cache_io.SETTINGS_FILE
     if not settings_path.is_file():
         raise DataError(f"{out}: not a usssl cache (no {cache_io.SETTINGS_FILE}); run "
                         "`usssl ingest SRC --out CACHE --shard K/N` on every machine first")  # fmt: skip
+    with ingest_lock(out, what="usssl ingest --merge"):
+        return _merge_parts(out)
+
+
+def _merge_parts(out: Path) -> IngestSummary:
+    settings_path, parts = out / cache_io.SETTINGS_FILE, out / cache_io.PARTS_DIR
     found: dict[int, set[int]] = {}
     for path in parts.glob("index-*-of-*.parquet"):
         k, n = (int(v) for v in path.name[len("index-") : -len(".parquet")].split("-of-"))
@@ -302,30 +347,43 @@ def _index(results: list[dict]) -> pd.DataFrame:
 def _summary(out: Path, report: pd.DataFrame, index: pd.DataFrame, report_path: Path) -> IngestSummary:
     n_ok = int((report["status"] == "ok").sum())
     n_frames = int(index["n_frames"].sum()) if len(index) else 0
+    repeats = (report["status"] == "skipped") & report["reason"].astype(str).str.startswith("duplicate of ")
     return IngestSummary(out, n_ok, len(report) - n_ok, n_frames, report_path,
-                         int((report["status"] == "failed").sum()))  # fmt: skip
+                         int((report["status"] == "failed").sum()), int(repeats.sum()))  # fmt: skip
 
 
 def _finish(out: Path, split: SplitConfig, report: pd.DataFrame, index: pd.DataFrame) -> IngestSummary:
     """Write the report, splits, index and data card; log what was not ingested."""
+    frames = [(cache_io.shard_info(out, s) or {}).get("frame_digest") or digest
+              for s, digest in zip(index["shard"], index["digest"])]  # fmt: skip
+    index, report, repeats = drop_duplicates(index, report, frames)  # one copy of each recording
     report_path = cache_io.write_report(out, report)
     if index.empty:
         raise DataError(f"none of the {len(report)} recordings could be ingested; see {report_path}")
     classes = json.loads((out / cache_io.SETTINGS_FILE).read_text()).get("classes", [])
     labels = ((row.subject, np.load(cache_io.shard_dir(out, row.shard) / "labels.npy")) for row in index.itertuples())
-    splits = split_subjects(index["subject"].tolist(), split, subject_strata(labels, classes))  # stratified by label
+    splits = split_subjects(index["subject"].tolist(), split, subject_strata(labels, classes),  # stratified by label
+                            train_only_below_two=True)  # fmt: skip
     index = index.assign(split=index["subject"].map(subject_split(splits)))
     index = index.sort_values("shard").reset_index(drop=True)
     write_json_atomic(out / cache_io.SPLITS_FILE, splits)
     cache_io.write_index(out, index)
     write_data_card(out)
-    listed = set(index["shard"])
+    listed = set(index["shard"]) | set(repeats)  # a repeat's shard stays, so a resume need not redo it
     stale = [p for p in (out / "shards").iterdir() if p.is_dir() and p.name not in listed]
     if stale:
         log.warning("%d shard folder(s) in %s belong to no current source (not indexed)", len(stale), out)
     summary = _summary(out, report, index, report_path)
     log.info("ingested %d recording(s), %d frames, into %s", summary.n_ok, summary.n_frames, out)
+    if summary.n_duplicates:
+        log.warning("%d recording(s) have the same frames as another under a different name (copies, links): "
+                    "each set is cached once; the repeats are listed as skipped in %s", summary.n_duplicates,
+                    report_path)  # fmt: skip
     if summary.n_skipped:
         log.warning("%d of %d input(s) not ingested (%d failed); reasons in %s", summary.n_skipped,
                     len(report), summary.n_failed, report_path)  # fmt: skip
+    noted = int(((report["status"] == "ok") & ~report["reason"].isin(["", "already cached"])).sum())
+    if noted:
+        log.warning("%d ingested recording(s) have notes (a header repaired, a decoder's message) in the "
+                    "reason column of %s", noted, report_path)  # fmt: skip
     return summary

@@ -8,12 +8,14 @@ docstring.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import multiprocessing
 import os
+import re
+import warnings
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,15 +25,15 @@ import numpy as np
 
 from usssl.data import cache as cache_io
 from usssl.config import IngestConfig
+from usssl.engine.lock import die_with_parent
 from usssl.engine.progress import progress as progress_bar
 from usssl.errors import DataError, UssslError
-from usssl.io.audio import read_audio
+from usssl.io.audio import narration_file, read_audio
 from usssl.io.recording import Recording
-from usssl.io.audio import narration_file
 from usssl.io.dicom import dicom_subject_id
 from usssl.io.registry import reader_for, recording_stem
 from usssl.io.tables import Tables
-from usssl.io.video import relative_source
+from usssl.io.video import checked_timing, printable, relative_source
 from usssl.privacy.pseudonym import pseudonym
 from usssl.data.frames import ImagingGeometry, grey, imaging_geometry, resampled_blocks
 from usssl.privacy.region import colour_fraction, map_points
@@ -53,7 +55,7 @@ class IngestJob:
         size, fps, audio, audio_rate, crop, drop_frozen, drop_doppler: the ingest settings.
         narration: the same-named WAV/FLAC beside the file, or None; format: the reader's name.
         labels, gaze: (frame indices, values) from the side tables, or None.
-        input_digest: what the shard is made from (:func:`input_digest`), for resuming.
+        input_digest: what the shard is made from (``cache.input_digest``), for resuming.
     """
 
     path: str
@@ -76,52 +78,99 @@ class IngestJob:
     input_digest: str = ""
 
 
-def result_row(job: IngestJob, status: str, reason: str, info: dict | None, source: dict | None = None) -> dict:
-    """One ingest_report.csv row (``cache.REPORT_COLUMNS``), plus the shard info for the index.
-
-    ``frames``, ``fps`` and ``duration_s`` describe the SOURCE recording (its header or
-    container), from the shard's info when it was ingested, else from ``source`` (what the
-    reader saw before a later step failed) when given, else empty.
-    """
-    if info is not None:
-        frames, fps = info.get("source_frames"), info.get("source_fps")
-        duration = info.get("source_duration_s", frames / fps if frames and fps else None)
-    elif source is not None:
-        frames, fps, duration = source["frames"], source["fps"], source["duration_s"]
-    else:
-        frames = fps = duration = None
-    return {"source": job.source, "status": status, "reason": reason, "frames": frames,
-            "duration_s": None if duration is None else round(float(duration), 4),
-            "fps": None if fps is None else round(float(fps), 4), "shard": job.shard,
-            "cached_frames": int(info["n_frames"]) if info else 0,
-            "audio_kept": bool(info["has_audio"]) if info else None,  # narration can hold spoken names
-            "text_blanked_pct": round(100 * info.get("text_blanked_fraction", 0.0), 3) if info else None,
-            "text_heavy": bool(info.get("text_heavy", False)) if info else None,  # check the recording
-            "info": info}  # fmt: skip
-
-
 def ingest_one(job: IngestJob) -> dict:
     """Ingest one recording described by its job (``make_jobs``; top level: spawn-safe).
 
-    Returns its report row: ``ok``, or ``failed`` with the reason (the file cannot be read or
-    decoded, or ingest refuses it); the absolute path never appears in the reason.
+    Returns its report row: ``ok``, or ``failed`` with the reason (unreadable, undecodable, refused;
+    never the absolute path), then one-line notes: what the reader repaired (``meta["notes"]``) and
+    what ``CAPTURED_LOGGERS`` logged or warned meanwhile, kept off the console; ``details`` holds
+    those records whole (tracebacks too) for the debug log.
     """
     seen: dict = {}  # the source's frames / fps / duration, once the reader has opened it
+    notes, details = [], []  # one line each for the report; the records whole for the debug log
+    with captured_records(notes, details):
+        try:
+            row, reason = cache_io.result_row(job, "ok", "", _ingest(job, seen, notes)), ""
+        except Exception as exc:  # bad input is data: recorded in the report, the run goes on
+            reason = str(exc) if isinstance(exc, UssslError) else f"{type(exc).__name__}: {exc}"
+            row = cache_io.result_row(job, "failed", "", None, seen or None)
+    said = [" ".join(reason.split())] if reason else []  # one line, whatever the library's message
+    for note in dict.fromkeys(notes):  # pydicom logs, warns and raises the same text: say it once
+        if not any(note.split(": ", 1)[-1][:80] in s for s in said):
+            said.append(note)
+    text = "; ".join(renamed(said, job, job.source))
+    return {**row, "reason": printable(text), "details": renamed(details, job, f"shard {job.shard}")}
+
+
+def renamed(texts: list[str], job: IngestJob, name: str) -> list[str]:
+    """``texts`` with the job's file path (absolute or as given) replaced by ``name``, printable."""
+    for path in (str(Path(job.path).resolve()), job.path):
+        texts = [t.replace(path, name) for t in texts]
+    return [printable(t) for t in texts]
+
+
+CAPTURED_LOGGERS = ("pydicom", "libav", "av", "usssl.io", "usssl.privacy.region", "usssl.data.frames")  # the input's
+_QUOTED = re.compile(r"""(?<!\w)(['"])([^'"]*?)\1(?!\w)""")  # a quoted value
+
+
+def unquoted(text: str) -> str:
+    """``text`` with every quoted value that holds letters replaced by '…': a library quotes the header
+    value it complains about (``Invalid value for VR PN: 'Doe^Jane'``), which may name the patient."""
+    return _QUOTED.sub(lambda m: f"{m[1]}…{m[1]}" if re.search("[A-Za-z]", m[2]) else m[0], text)
+
+
+class _NoteHandler(logging.Handler):
+    def __init__(self, notes: list[str], details: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.notes, self.details = notes, details
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = " ".join(record.getMessage().split())
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and " ".join(str(exc).split())[:80] not in text:
+            text += f" ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        ours = record.name.startswith("usssl")  # our messages hold no header values; a library's may
+        self.notes.append(f"{record.name.split('.')[0]}: {text[:300] if ours else unquoted(text)[:300]}")
+        self.details.append(self.format(record) if ours else unquoted(self.format(record)))
+
+
+@contextmanager
+def captured_records(notes: list[str], details: list[str]) -> Iterator[None]:
+    """Inside the block, WARNING and worse records of ``CAPTURED_LOGGERS`` and Python warnings (but
+    deprecations) become one-line ``notes`` (and full ``details``) instead of reaching the console."""
+    handler = _NoteHandler(notes, details)
+    loggers = [logging.getLogger(name) for name in CAPTURED_LOGGERS]
+    saved = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
     try:
-        return result_row(job, "ok", "", _ingest(job, seen))
-    except Exception as exc:  # bad input is data: recorded in the report, the run goes on
-        reason = str(exc) if isinstance(exc, UssslError) else f"{type(exc).__name__}: {exc}"
-        reason = reason.replace(str(Path(job.path).resolve()), job.source)
-        return result_row(job, "failed", reason.replace(job.path, job.source), None, seen or None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):  # about code, not data
+                warnings.simplefilter("ignore", category)
+            yield
+    finally:
+        for logger, propagate in zip(loggers, saved):
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+    for w in caught:
+        message = unquoted(" ".join(str(w.message).split()))
+        if not any(message[:80] in n for n in notes):
+            notes.append(f"{w.category.__name__}: {message[:300]}")
+            details.append(f"{w.category.__name__} ({Path(w.filename).name}:{w.lineno}): {message}")
 
 
-def _ingest(job: IngestJob, seen: dict) -> dict:
+def _ingest(job: IngestJob, seen: dict, notes: list[str]) -> dict:
     path, size = Path(job.path), job.size
     found = reader_for(path)
     if found is None:
         raise DataError(f"{path}: not a recording usssl can read (unknown extension, no DICOM magic)")
-    rec = found[1](path, Path(job.root), audio=job.audio, audio_rate=job.audio_rate)
-    seen.update(frames=int(rec.n_frames), fps=float(rec.fps), duration_s=float(rec.duration_s))
+    stated = found[1](path, Path(job.root), audio=job.audio, audio_rate=job.audio_rate)
+    seen.update(frames=int(stated.n_frames), fps=float(stated.fps), duration_s=float(stated.duration_s))
+    rec = checked_timing(stated)  # whatever the reader: no implausible rate, no hour-long pause
+    notes.extend(rec.meta.get("notes") or [])
     geo = imaging_geometry(rec, path, job.crop, job.fps)
     narration = _attach_narration(rec, job)
     src_idx, box, static = geo.src_idx, geo.box, geo.static  # (T,); (x0, y0, x1, y1); (H, W) or None
@@ -158,8 +207,9 @@ def _ingest(job: IngestJob, seen: dict) -> dict:
                 "n_frozen": int((flags & cache_io.FLAG_FROZEN).astype(bool).sum()),
                 "n_doppler": int((flags & cache_io.FLAG_DOPPLER).astype(bool).sum()),
                 "n_dropped": int((~written).sum()), "source_format": job.format,
-                "source_fps": float(rec.fps), "source_frames": int(rec.n_frames),
-                "source_duration_s": float(rec.duration_s),
+                "source_fps": float(stated.fps), "source_frames": int(rec.n_frames),
+                "source_duration_s": float(stated.duration_s),
+                "notes": renamed(list(dict.fromkeys(notes)), job, "the file"),
                 "source_height": int(rec.height), "source_width": int(rec.width),
                 "manufacturer": rec.meta.get("manufacturer") or None,
                 "input_digest": job.input_digest}  # fmt: skip
@@ -265,7 +315,7 @@ def lone_audio_rows(audio_files: list[tuple[Path, Path]], jobs: list[IngestJob])
     for path, root in audio_files:
         if str(path.resolve()) not in used:
             job = IngestJob(path=str(path), root=str(root), source=relative_source(path, root))
-            rows.append(result_row(job, "skipped", "audio-only file: not a recording (no frames); a WAV/FLAC "
+            rows.append(cache_io.result_row(job, "skipped", "audio-only file: not a recording (no frames); a WAV/FLAC "
                                 "with the same name as a video, DICOM or NIfTI file beside it is used as "
                                 "that recording's narration", None))  # fmt: skip
     return rows
@@ -283,7 +333,8 @@ def make_jobs(files: list[tuple[Path, Path]], tables: Tables, key: bytes, out: P
         fmt = found[0] if found is not None else "unknown"
         patient_id = tables.subjects.get(stem)
         if patient_id is None and fmt == "dicom":
-            patient_id = dicom_subject_id(path)  # PatientID, else StudyInstanceUID; hashed below
+            with captured_records([], []):  # pydicom's header warnings reach the report when the file is read
+                patient_id = dicom_subject_id(path)  # PatientID, else StudyInstanceUID; hashed below
         unnamed += patient_id is None
         subject = pseudonym(patient_id if patient_id is not None else stem, key, kind="subject")
         shard_key = str(path.resolve()) if source in clashes else source
@@ -293,7 +344,7 @@ def make_jobs(files: list[tuple[Path, Path]], tables: Tables, key: bytes, out: P
                         drop_frozen=bool(cfg.drop_frozen), drop_doppler=bool(cfg.drop_doppler),
                         narration=narration_path(path, stem), format=fmt, labels=tables.labels.get(stem),
                         gaze=tables.gaze.get(stem))  # fmt: skip
-        jobs.append(replace(job, input_digest=input_digest(job)))
+        jobs.append(replace(job, input_digest=cache_io.input_digest(job)))
     if unnamed and tables.subjects:
         log.warning("%d recording(s) have no row in subjects.csv: each is its own subject", unnamed)
     return jobs
@@ -305,10 +356,9 @@ def narration_path(path: Path, stem: str) -> str | None:
     return str(found) if found is not None else None
 
 
-
-
 def run_jobs(jobs: list[IngestJob], workers: int, progress: bool) -> list[dict]:
-    """``ingest_one`` over ``jobs``, in worker processes ("spawn") when workers > 1."""
+    """``ingest_one`` over ``jobs``, in worker processes ("spawn") when workers > 1; the workers exit
+    when this process ends, however it ends (``usssl.engine.lock.die_with_parent``)."""
     results = []
     with progress_bar("ingest", len(jobs), progress, counts=True) as bar:
         if workers == 1 or len(jobs) <= 1:
@@ -317,7 +367,8 @@ def run_jobs(jobs: list[IngestJob], workers: int, progress: bool) -> list[dict]:
                 bar.advance()
             return results
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,
+                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:  # fmt: skip
             futures = {pool.submit(ingest_one, job): job for job in jobs}
             for future in as_completed(futures):
                 try:
@@ -325,20 +376,6 @@ def run_jobs(jobs: list[IngestJob], workers: int, progress: bool) -> list[dict]:
                 except Exception as exc:  # the worker process died (e.g. a crash inside FFmpeg)
                     reason = (f"worker process failed ({exc!r}); if every file failed so, use "
                               "workers: 1 or start your script under if __name__ == '__main__'")  # fmt: skip
-                    results.append(result_row(futures[future], "failed", reason, None))
+                    results.append(cache_io.result_row(futures[future], "failed", reason, None))
                 bar.advance()
     return results
-
-
-def input_digest(job: IngestJob) -> str:
-    """What a shard was made from (file size and time, subject, labels, gaze, narration file), for
-    resuming."""
-    stat = os.stat(job.path)
-    h = hashlib.sha256(json.dumps([job.source, job.subject, stat.st_size, stat.st_mtime_ns]).encode())
-    if job.narration:
-        side = os.stat(job.narration)
-        h.update(json.dumps(["narration", side.st_size, side.st_mtime_ns]).encode())
-    for table in (job.labels, job.gaze):
-        for array in table or ():
-            h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()

@@ -8,6 +8,11 @@ subjects, strata and seed always give the same parts.
     >>> splits = split_subjects(subjects, SplitConfig(test=0.3, seed=0), strata)
     >>> folds = kfold_subjects(subjects, k=3, seed=0, strata=strata)   # list of 3 disjoint lists
     >>> train, test = cache_fold(cache, k=3, seed=0, fold=1)           # subject ids
+
+Leakage has one more source than subject ids: the same recording under two names (a copy, a hard
+link, a second export) is two index rows with identical frames. ``drop_duplicates`` keeps one of
+each such set before the split is made; ``require_test_split`` stops a stage that scores on test
+when a cache (of one subject) has none.
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ import logging
 import random
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from usssl.config import SplitConfig
 from usssl.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +74,8 @@ def check_disjoint(parts: dict[str, list[str]]) -> None:
             seen[s] = name
 
 
-def split_subjects(subjects: list[str], cfg: SplitConfig, strata: dict[str, str] | None = None) -> dict[str, list[str]]:
+def split_subjects(subjects: list[str], cfg: SplitConfig, strata: dict[str, str] | None = None,
+                   train_only_below_two: bool = False) -> dict[str, list[str]]:  # fmt: skip
     """Assign each distinct subject to train, val or test.
 
     The stratified order (``stratified_order``) is cut into ``round(cfg.test * n)`` test (at
@@ -75,14 +85,24 @@ def split_subjects(subjects: list[str], cfg: SplitConfig, strata: dict[str, str]
         subjects: subject ids, repeats allowed (one per recording).
         cfg: fractions and seed.
         strata: optional subject -> main label, to stratify.
+        train_only_below_two: with fewer than two subjects, put them all in train (with a warning
+            that no test split is possible) instead of raising; ingest does, so that one subject's
+            recordings can still be cached and pretrained on (:func:`require_test_split` then stops
+            the stages that need a test split).
 
     Returns:
         {"train": [...], "val": [...], "test": [...]}, each sorted.
 
     Raises:
-        DataError: fewer than two distinct subjects (one to train on, one to test on).
+        DataError: fewer than two distinct subjects (one to train on, one to test on), unless
+            ``train_only_below_two``.
     """
     n = len(set(subjects))
+    if n < 2 and train_only_below_two:
+        log.warning("split: only %d subject in the cache, so there can be no test split: every recording "
+                    "is in train (pretraining works; fine-tuning and evaluation need recordings of at "
+                    "least 2 subjects)", n)  # fmt: skip
+        return {"train": sorted(set(subjects)), "val": [], "test": []}
     if n < 2:
         raise DataError(
             f"a subject-level split needs at least 2 subjects (one for training, one for testing), "
@@ -202,3 +222,58 @@ def require_split(cache, shard_ids: list[str], split: str | None) -> None:
             f"{len(outside)} shard(s) are not in the '{split}' split (e.g. {outside[0]}); "
             "pretraining and fine-tuning must read only training subjects"
         )
+
+
+def require_test_split(cache, stage: str) -> list[str]:
+    """The shard ids of the cache's test split, for a stage that scores on it.
+
+    Raises:
+        DataError: the test split is empty (a cache of fewer than 2 subjects puts every recording in
+            train); the message names the cache, the stage and what to do.
+    """
+    shards = cache.shard_ids("test") if "test" in cache.splits else []
+    if not shards:
+        n = cache.index["subject"].nunique()
+        raise DataError(
+            f"{cache.root}: stage '{stage}' needs a test split, but this cache has none: it holds "
+            f"{n} subject(s), so every recording is in train. Ingest recordings of at least 2 subjects "
+            f"(one patient per subject: subjects.csv patient_id, or the DICOM PatientID), or drop "
+            f"'{stage}' from the pipeline's stages"
+        )
+    return shards
+
+
+def drop_duplicates(index: pd.DataFrame, report: pd.DataFrame,
+                    frame_digests: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:  # fmt: skip
+    """Keep one recording of each set whose cached frames are identical (``frame_digests``, one per
+    index row: the same clip copied, hard-linked or exported twice), so that no split can hold one
+    copy in train and another in test (ingest calls this before splitting).
+
+    The one kept has the most labelled frames, then the first source path. The others leave the
+    index and become ``skipped`` report rows naming the one kept (their shard folders stay, so a
+    resume does not ingest them again).
+
+    Args:
+        index: the cache's index rows (``shard``, ``n_labelled``, ...); report: its report rows
+            (``source``, ``status``, ``reason``, ``shard``, ``cached_frames``).
+        frame_digests: each index row's ``frame_digest`` (``shard.json``).
+
+    Returns:
+        (index, report, shard ids of the repeats), as new DataFrames.
+    """
+    if index.empty:
+        return index, report, []
+    sources = dict(zip(report["shard"], report["source"]))
+    rows = index.assign(frames_key=list(frame_digests), source_key=index["shard"].map(sources).fillna(""))
+    rows = rows.sort_values(["n_labelled", "source_key"], ascending=[False, True], kind="stable")
+    first = rows.drop_duplicates("frames_key")
+    kept_source = dict(zip(first["frames_key"], first["source_key"]))
+    repeats = rows.drop(first.index)
+    report = report.copy()
+    for row in repeats.itertuples():
+        at = report.index[report["shard"] == row.shard]
+        report.loc[at, ["status", "cached_frames"]] = ["skipped", 0]
+        report.loc[at, "reason"] = (f"duplicate of {kept_source[row.frames_key]}: the very same frames (a copy, a "
+                                    "link or a second export of one recording); cached once so that it cannot "
+                                    "sit in two splits. Remove one of them from the sources")  # fmt: skip
+    return index.loc[sorted(first.index)].reset_index(drop=True), report, repeats["shard"].tolist()

@@ -18,6 +18,14 @@ ms per frame) → Frame Time Vector (0018,1065, mean of the increments after the
 standard defines as 0) → Cine Rate (0018,0040) → Recommended Display Frame Rate (0008,2144) → 30
 fps with a logged warning (an encapsulated video's own stream rate comes before that fallback).
 Timestamps come from the Frame Time Vector when it has one entry per frame, else from the rate.
+A stated rate outside ``usssl.io.video.MIN_FPS``-``MAX_FPS`` (Frame Time 1e7 ms) is ignored and the
+next one used; a Frame Time Vector pause longer than ``MAX_FRAME_GAP_S`` is shortened to it.
+
+Number of Frames is checked against the data (:func:`pixel_frames`): native Pixel Data holds its
+length over one frame's size, encapsulated data its offset table's entries (at most one frame per
+fragment), a video its stream's packets. Where the header disagrees (2e8 frames in a 124 KB file,
+3 or 0 with data for 8), the data's count is read. Every such repair is a sentence in
+``meta["notes"]``, which ingest writes to the report.
 
 Sequence of Ultrasound Regions (0018,6011) → ``meta["region_box"]``: the largest 2-D region
 (Region Spatial Format 1), end-exclusive (x0, y0, x1, y1), clamped to the image; ``spacing_mm``
@@ -37,12 +45,14 @@ id for pseudonymisation comes separately from :func:`dicom_subject_id`.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_fragments, parse_basic_offsets
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -51,7 +61,7 @@ from usssl.errors import DataError
 from usssl.io.dicom_frames import DicomFrames
 from usssl.io.dicom_video import DicomVideoFrames, is_video_syntax, probe_video
 from usssl.io.recording import Recording
-from usssl.io.video import relative_source
+from usssl.io.video import MAX_FPS, MAX_FRAME_GAP_S, MIN_FPS, gap_note, plausible_fps, relative_source, shortened_gaps
 
 log = logging.getLogger(__name__)
 
@@ -114,33 +124,115 @@ def dicom_subject_id(path: str | Path) -> str | None:
     return None
 
 
-def frame_timing(ds: Dataset, n_frames: int,
-                 stream_rate: float | None = None) -> tuple[float, np.ndarray | None, str]:  # fmt: skip
+def frame_timing(ds: Dataset, n_frames: int, stream_rate: float | None = None,
+                 notes: list[str] | None = None) -> tuple[float, np.ndarray | None, str]:  # fmt: skip
     """(fps, timestamps (n_frames,) float64 seconds or None, the attribute the rate came from).
 
     ``stream_rate`` (an encapsulated video's own rate) comes after the header's attributes and
-    before the 30 fps fallback.
+    before the 30 fps fallback. A rate outside [``MIN_FPS``, ``MAX_FPS``] (e.g. FrameTime 1e7 ms)
+    is skipped and the next attribute is used; Frame Time Vector pauses longer than
+    ``MAX_FRAME_GAP_S`` are shortened to it. Each such repair appends a sentence to ``notes``.
     """
+    notes = notes if notes is not None else []
     vector = None
     if "FrameTimeVector" in ds and ds.FrameTimeVector is not None:
         values = np.atleast_1d(np.asarray(ds.FrameTimeVector, dtype=np.float64))  # ms
         if len(values) == n_frames and n_frames > 1 and np.all(values[1:] > 0):
             vector = values[1:]  # the first entry is the (zero) time of the first frame
-    timestamps = None if vector is None else np.concatenate([[0.0], np.cumsum(vector)]) / 1000.0
+    timestamps = None
+    if vector is not None:
+        jumps = shortened_gaps(np.concatenate([[0.0], np.cumsum(vector)]) / 1000.0)[1]
+        notes.extend([gap_note(jumps, n_frames).replace("timestamps", "FrameTimeVector")] if jumps else [])
+        vector = np.minimum(vector, MAX_FRAME_GAP_S * 1000.0)  # pauses past the limit shortened to it
+        timestamps = np.concatenate([[0.0], np.cumsum(vector)]) / 1000.0
     frame_time = _positive(ds.get("FrameTime"))
-    if frame_time is not None:
+    if frame_time is not None and _believed(1000.0 / frame_time, f"FrameTime {frame_time:g} ms", notes):
         return 1000.0 / frame_time, timestamps, "FrameTime"
     if vector is not None:
         return 1000.0 / float(vector.mean()), timestamps, "FrameTimeVector"
     for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
         rate = _positive(ds.get(keyword))
-        if rate is not None:
+        if rate is not None and _believed(rate, f"{keyword} {rate:g}", notes):
             return rate, None, keyword
-    if stream_rate is not None:
+    if stream_rate is not None and _believed(stream_rate, f"the video stream's rate {stream_rate:g}", notes):
         return stream_rate, None, "video stream"
     if n_frames > 1:
         log.warning("a DICOM cine states no frame timing: assuming %.0f fps", FALLBACK_FPS)
     return FALLBACK_FPS, None, "fallback"
+
+
+def _believed(fps: float, what: str, notes: list[str]) -> bool:
+    """Whether a stated rate is plausible; if not, a note says it was ignored."""
+    if plausible_fps(fps):
+        return True
+    notes.append(f"{what} means {fps:.3g} fps, outside the {MIN_FPS:g}-{MAX_FPS:g} fps usssl believes: ignored")
+    return False
+
+
+def pixel_frames(ds: Dataset, syntax: UID) -> tuple[int | None, bool]:
+    """(frames the Pixel Data can hold, whether that is exact), read from the header alone.
+
+    Native data: its length over one frame's size (exact). Encapsulated: the Extended or Basic
+    Offset Table's entries (exact), else the number of fragments (at most that many frames: a
+    fragment never holds two). (None, False) when the header does not tell.
+    """
+    element = ds.get_item("PixelData")
+    if element is None:
+        return None, False
+    value = element.value  # bytes, or None while deferred (native data left on disk)
+    length = getattr(element, "length", None)  # a RawDataElement's; a DataElement's is its value's
+    if length is None and isinstance(value, (bytes, bytearray)):
+        length = len(value)
+    if syntax.is_encapsulated:
+        if "ExtendedOffsetTable" in ds:
+            return len(ds.ExtendedOffsetTable) // 8, True
+        if not isinstance(value, (bytes, bytearray)) or not value:
+            return None, False
+        try:
+            buffer = io.BytesIO(value)
+            offsets = parse_basic_offsets(buffer)
+            return (len(offsets), True) if offsets else (sum(1 for _ in generate_fragments(buffer)), False)
+        except (ValueError, TypeError, EOFError, OSError):
+            return None, False
+    samples = 2 if ds.get("PhotometricInterpretation") == "YBR_FULL_422" else int(ds.get("SamplesPerPixel") or 1)
+    frame_bits = int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * samples * int(ds.get("BitsAllocated") or 8)
+    if frame_bits <= 0 or length in (None, 0xFFFFFFFF):
+        return None, False
+    return int(length) * 8 // frame_bits, True
+
+
+def frame_count(path: Path, stated, counted: int | None, exact: bool, notes: list[str]) -> int:
+    """The number of frames to read: the data's count where it differs from ``stated`` (the header's
+    Number of Frames), with a note. Memory then follows the file, whatever the header says.
+
+    Raises:
+        DataError: the data holds no whole frame.
+    """
+    try:
+        stated = int(stated) if stated not in (None, "") else None
+    except (TypeError, ValueError):
+        stated = None
+    if counted is None:
+        return stated or 1
+    said = f"NumberOfFrames says {stated}" if stated else "NumberOfFrames is missing or 0"
+    if counted == 0:
+        raise DataError(f"{path}: the pixel data holds not even one frame of the stated Rows x Columns; "
+                        "the file is truncated or its header is wrong: export it again")  # fmt: skip
+    if exact and counted != (stated or 1):
+        notes.append(f"{said} but the pixel data holds {counted} frame(s): read {counted}")
+        return counted
+    if not exact and (stated or 1) > counted:
+        notes.append(f"{said} but the pixel data has {counted} fragment(s), so at most {counted} frame(s): "
+                     f"read {counted}")  # fmt: skip
+        return counted
+    return stated or 1
+
+
+def _stated_frames(ds: Dataset) -> int | None:
+    try:
+        return int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return None
 
 
 def _positive(value) -> float | None:
@@ -248,15 +340,19 @@ def read_dicom(path: str | Path, root: str | Path | None = None, *, grayscale: b
     syntax = check_supported(ds, path)
     video = is_video_syntax(syntax)
     stream = probe_video(path, syntax) if video else None  # (frames, rate, height, width)
+    notes: list[str] = []  # header claims the data contradicts, and what was read instead
     try:
         height = int(ds.get("Rows") or (stream[2] if stream else 0))
         width = int(ds.get("Columns") or (stream[3] if stream else 0))
-        n_frames = int(ds.get("NumberOfFrames") or (stream[0] if stream else 1))
     except (AttributeError, TypeError, ValueError):
-        raise DataError(f"{path}: Rows, Columns or Number of Frames missing or invalid") from None
-    if n_frames < 1 or height < 1 or width < 1:
-        raise DataError(f"{path}: empty image ({n_frames} frames of {height} x {width})")
-    fps, timestamps, fps_source = frame_timing(ds, n_frames, stream[1] if stream else None)
+        raise DataError(f"{path}: Rows or Columns missing or invalid") from None
+    if height < 1 or width < 1:
+        raise DataError(f"{path}: empty image ({height} x {width} pixels)")
+    counted, exact = (stream[0], True) if stream else pixel_frames(ds, syntax)
+    if stream and "NumberOfFrames" not in ds:
+        counted, exact = None, False  # the stream's count is the only one: nothing to compare
+    n_frames = frame_count(path, ds.get("NumberOfFrames") or (stream[0] if stream else None), counted, exact, notes)
+    fps, timestamps, fps_source = frame_timing(ds, n_frames, stream[1] if stream else None, notes)
     box, spacing = ultrasound_region(ds, height, width)
     burned = str(ds.get("BurnedInAnnotation", "") or "").upper()
     sop = UID(str(ds.get("SOPClassUID", "") or ""))
@@ -273,12 +369,14 @@ def read_dicom(path: str | Path, root: str | Path | None = None, *, grayscale: b
         "burned_in_annotation": {"YES": True, "NO": False}.get(burned),
         "fps_source": fps_source,
         "region_box": list(box) if box is not None else None,
+        "notes": notes,
     }
     if video:
         frame_source = DicomVideoFrames(path, str(syntax), n_frames, height, width, grayscale)
     else:
         has_meta = "TransferSyntaxUID" in getattr(ds, "file_meta", {})
-        frame_source = DicomFrames(path, n_frames, str(syntax), has_meta, grayscale)
+        frame_source = DicomFrames(path, n_frames, str(syntax), has_meta, grayscale,
+                                   override=n_frames != _stated_frames(ds))  # fmt: skip
     return Recording(
         source=relative_source(path, Path(root) if root is not None else None),
         fps=float(fps),

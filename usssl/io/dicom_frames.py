@@ -29,23 +29,26 @@ class DicomFrames:
     """Picklable frame source: decodes ``path`` from the first frame on every call.
 
     Yields uint8 blocks (t, H, W) grey (with ``grayscale`` colour as luma) or (t, H, W, 3) RGB, at
-    most ``chunk`` frames each and ``n_frames`` in total. How each photometric interpretation
-    becomes 8 bits: the docstring of ``usssl.io.dicom``.
+    most ``chunk`` frames each and ``n_frames`` in total; ``override``: the header's Number of Frames
+    is wrong (``usssl.io.dicom.frame_count``), so pydicom is told ``n_frames`` instead. How each
+    photometric interpretation becomes 8 bits: the docstring of ``usssl.io.dicom``.
     """
 
     def __init__(self, path: Path, n_frames: int, syntax: str, has_meta: bool,
-                 grayscale: bool = True) -> None:  # fmt: skip
+                 grayscale: bool = True, override: bool = False) -> None:  # fmt: skip
         self.path, self.n_frames, self.syntax, self.has_meta = Path(path), n_frames, syntax, has_meta
         self.grayscale = grayscale
+        self.override = override  # the header's Number of Frames is wrong: decode ``n_frames`` instead
 
     def _frames(self, as_rgb: bool) -> Iterator[np.ndarray]:
+        options = {"as_rgb": as_rgb, **({"number_of_frames": self.n_frames} if self.override else {})}
         if self.has_meta:
-            yield from iter_pixels(self.path, as_rgb=as_rgb)
+            yield from iter_pixels(self.path, **options)
             return
         ds = pydicom.dcmread(self.path, force=True)  # no file meta: decode from memory
         ds.file_meta = pydicom.dataset.FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = self.syntax
-        yield from iter_pixels(ds, as_rgb=as_rgb)
+        yield from iter_pixels(ds, **options)
 
     def __call__(self, chunk: int) -> Iterator[np.ndarray]:
         ds = pydicom.dcmread(self.path, stop_before_pixels=True, force=True)
@@ -54,7 +57,9 @@ class DicomFrames:
             frames = (to_uint8(f) for f in self._frames(as_rgb=to_uint8.photometric not in YBR))  # YBR: ours is faster
             yield from blocks(frames)
         except (ValueError, RuntimeError, OSError, KeyError, AttributeError) as exc:
-            raise DataError(f"{self.path}: decoding failed after {blocks.count} frames ({exc})") from None
+            raise DataError(f"{self.path}: decoding failed after {blocks.count} frames ({exc}); the pixel data "
+                            "is damaged or in an encoding no installed decoder reads: export the file again, "
+                            "e.g. uncompressed") from None  # fmt: skip
 
 
 class FrameConverter:

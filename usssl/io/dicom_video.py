@@ -116,4 +116,5 @@ class DicomVideoFrames:
                           for f in container.decode(stream))  # fmt: skip
                 yield from blocks(frames)
         except _READ_ERRORS as exc:
-            raise DataError(f"{self.path}: video decoding failed after {blocks.count} frames ({exc})") from None
+            raise DataError(f"{self.path}: video decoding failed after {blocks.count} frames ({exc}); the "
+                            "encapsulated video is damaged: export the file again") from None  # fmt: skip

@@ -3,11 +3,18 @@
 One demux pass at open time reads the video packets' timestamps (no decoding) and decodes the
 audio; frames are decoded later, on demand, by ``Recording.iter_frames``. Container tags (title,
 creation time, comments, encoder, location) can carry patient data and are never copied.
+
+Timing is checked, here and for every reader (:func:`checked_timing`), because ingest resamples by
+time: a frame rate outside [``MIN_FPS``, ``MAX_FPS``] is not believed, and a pause between two
+frames longer than ``MAX_FRAME_GAP_S`` (a corrupt timestamp: a 3-frame file claiming an hour) is
+shortened to that limit, the narration of the cut time with it. Each such change is a note in
+``Recording.meta["notes"]``, which ingest writes to the report.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,6 +29,9 @@ VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ogv", ".gif",
 )  # fmt: skip
 
+MAX_FRAME_GAP_S = 10.0  # longest pause between two frames taken at face value (see the module docstring)
+MIN_FPS, MAX_FPS = 1.0 / MAX_FRAME_GAP_S, 10_000.0  # stated frame rates outside these are not believed
+FALLBACK_FPS = 30.0
 _READ_ERRORS = (av.FFmpegError, OSError, ValueError, IndexError)
 _THREADED_PIXELS = 320 * 240  # smaller videos decode faster without frame threads
 
@@ -34,6 +44,13 @@ def relative_source(path: Path, root: Path | None) -> str:
         except ValueError:
             pass
     return Path(path).name
+
+
+def printable(text: str) -> str:
+    """``text`` (a source path, a reason naming one) with the bytes of a file name that are not
+    UTF-8 (Python's surrogate escapes) written as ``\\xNN``: such a file is reported like any
+    other (a report, a table, a log line cannot hold the raw bytes). Valid text is unchanged."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class VideoFrames:
@@ -61,7 +78,8 @@ class VideoFrames:
                           for f in container.decode(stream))
                 yield from blocks(frames)
         except _READ_ERRORS as exc:
-            raise DataError(f"{self.path}: decoding failed after {blocks.count} frames ({exc})") from None
+            raise DataError(f"{self.path}: decoding failed after {blocks.count} frames ({exc}); check that the "
+                            "file is complete, or re-encode it (e.g. with ffmpeg)") from None  # fmt: skip
 
 
 def read_video(
@@ -127,10 +145,14 @@ def read_video(
     fps = _frame_rate(rates, timestamps if timed else np.zeros(0))
     if not timed or (len(timestamps) > 1 and timestamps[-1] <= 0):
         timestamps = np.arange(len(stamps)) / fps  # no usable packet times: a constant rate
+    stated = timestamps
+    timestamps, jumps = shortened_gaps(timestamps)
+    meta["notes"] = [gap_note(jumps, len(stamps))] if jumps else []
     samples, rate = None, None
     if decoder is not None:
         t0 = float(stamps[0] * time_base) if timed else 0.0
-        samples, rate = decoder.aligned(t0)
+        samples, rate = decoder.aligned(t0, float(timestamps[-1]) + 1.0 / fps)
+        samples = without_pauses(samples, rate, stated, jumps)
         meta["audio_codec"] = astream.codec_context.name
     return Recording(
         source=relative_source(path, Path(root) if root is not None else None),
@@ -147,15 +169,93 @@ def read_video(
 
 
 def _frame_rate(rates: list[Fraction | None], timestamps: np.ndarray) -> float:
-    """The stream's average rate, else its guessed rate, else 1 / median frame interval, else 25."""
+    """The stream's average rate, else its guessed rate, else 1 / median frame interval, else 25
+    (the first of them that is plausible: ``plausible_fps``)."""
     for rate in rates:
-        if rate is not None and float(rate) > 0:
+        if rate is not None and plausible_fps(float(rate)):
             return float(rate)
     steps = np.diff(timestamps)
     steps = steps[steps > 0]
-    if steps.size:
+    if steps.size and plausible_fps(1.0 / float(np.median(steps))):
         return float(1.0 / np.median(steps))
     return 25.0  # no timing at all (or a single still frame): a common video rate
+
+
+def plausible_fps(fps: float | None) -> bool:
+    """Whether ``fps`` is a frame rate to believe: finite and within [``MIN_FPS``, ``MAX_FPS``]."""
+    return fps is not None and bool(np.isfinite(fps)) and MIN_FPS <= fps <= MAX_FPS
+
+
+def shortened_gaps(timestamps: np.ndarray,
+                   limit: float = MAX_FRAME_GAP_S) -> tuple[np.ndarray, list[tuple[int, float]]]:  # fmt: skip
+    """``timestamps`` (n,) seconds with every step longer than ``limit`` shortened to ``limit``.
+
+    Returns:
+        (the new (n,) timestamps, [(i, step), ...] for each shortened step, between frames i and i + 1
+        of the original, in seconds). Without such steps the input array itself and [].
+    """
+    steps = np.diff(np.asarray(timestamps, dtype=np.float64))  # (n - 1,)
+    long = np.flatnonzero(steps > limit)
+    if not long.size:
+        return timestamps, []
+    fixed = timestamps[0] + np.concatenate([[0.0], np.cumsum(np.minimum(steps, limit))])
+    return fixed, [(int(i), float(steps[i])) for i in long]
+
+
+def gap_note(jumps: list[tuple[int, float]], n_frames: int, limit: float = MAX_FRAME_GAP_S) -> str:
+    """The report note of ``shortened_gaps``: the longest jump, how many, and what was done."""
+    i, step = max(jumps, key=lambda j: j[1])
+    more = f" ({len(jumps)} such pauses)" if len(jumps) > 1 else ""
+    return (f"timestamps jump by {step:.1f} s after frame {i + 1} of {n_frames}{more}, more than the "
+            f"{limit:g} s a pause between two frames may last: shortened to {limit:g} s (narration of the "
+            "cut time removed too) instead of filling the pause with copies of one frame; if the pause "
+            "is real, split the recording there")  # fmt: skip
+
+
+def without_pauses(audio: np.ndarray | None, rate: int | None, timestamps: np.ndarray,
+                   jumps: list[tuple[int, float]], limit: float = MAX_FRAME_GAP_S) -> np.ndarray | None:  # fmt: skip
+    """``audio`` (sample 0 at ``timestamps[0]``) without the time ``shortened_gaps`` cut: the samples
+    from ``limit`` s after frame i to frame i + 1 of each jump, so the narration stays with its frames."""
+    if audio is None or not jumps:
+        return audio
+    keep, start = [], 0
+    for i, _ in jumps:
+        cut_from = int(round((timestamps[i] - timestamps[0] + limit) * rate))
+        keep.append(audio[start:cut_from])
+        start = max(cut_from, int(round((timestamps[i + 1] - timestamps[0]) * rate)))
+    keep.append(audio[start:])
+    return np.ascontiguousarray(np.concatenate(keep), dtype=np.float32)
+
+
+def checked_timing(rec: Recording) -> Recording:
+    """``rec`` with timing ingest can trust, whatever its reader: a frame rate outside [``MIN_FPS``,
+    ``MAX_FPS``] is replaced (by 1 / the median frame interval when that is plausible, else
+    ``FALLBACK_FPS``) and pauses longer than ``MAX_FRAME_GAP_S`` are shortened (``shortened_gaps``,
+    narration with them). Each change adds a note to ``meta["notes"]``; ``rec`` itself is unchanged.
+    """
+    notes = list(rec.meta.get("notes") or [])
+    fps, stamps = float(rec.fps), rec.timestamps
+    if not plausible_fps(fps):
+        steps = np.diff(stamps) if stamps is not None else np.zeros(0)
+        steps = steps[steps > 0]
+        median = 1.0 / float(np.median(steps)) if steps.size else None
+        new = median if plausible_fps(median) else FALLBACK_FPS
+        notes.append(f"stated frame rate {fps:g} fps is not plausible (usssl believes {MIN_FPS:g} to "
+                     f"{MAX_FPS:g} fps): read at {new:g} fps")  # fmt: skip
+        fps = new
+        if stamps is None or not plausible_fps(median):
+            stamps = np.arange(rec.n_frames) / fps
+    jumps: list[tuple[int, float]] = []
+    audio = rec.audio
+    if stamps is not None:
+        stated = stamps
+        stamps, jumps = shortened_gaps(stamps)
+        if jumps:
+            notes.append(gap_note(jumps, rec.n_frames))
+            audio = without_pauses(audio, rec.sample_rate, stated, jumps)
+    if fps == rec.fps and not jumps and stamps is rec.timestamps:
+        return rec
+    return replace(rec, fps=fps, timestamps=stamps, audio=audio, meta={**rec.meta, "notes": notes})
 
 
 class _AudioDecoder:
@@ -174,14 +274,16 @@ class _AudioDecoder:
             for out in self.resampler.resample(frame):
                 self.chunks.append(out.to_ndarray().reshape(-1))
 
-    def aligned(self, t0: float) -> tuple[np.ndarray, int]:
-        """(n,) float32 with sample 0 at time ``t0`` (zeros before the audio starts), and rate."""
+    def aligned(self, t0: float, duration: float) -> tuple[np.ndarray, int]:
+        """(n,) float32 with sample 0 at time ``t0`` (zeros before the audio starts, for at most the
+        video's ``duration`` in seconds whatever the audio's start time says), and rate."""
         for out in self.resampler.resample(None):
             self.chunks.append(out.to_ndarray().reshape(-1))
         samples = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
         start = t0 if self.start is None else self.start
         shift = int(round((start - t0) * self.rate))
         if shift > 0:
+            shift = min(shift, int(np.ceil(duration * self.rate)))  # audio after the last frame is never used
             samples = np.concatenate([np.zeros(shift, np.float32), samples])
         elif shift < 0:
             samples = samples[-shift:]

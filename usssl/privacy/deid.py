@@ -65,7 +65,7 @@ from pydicom.uid import UID
 from usssl.engine.files import replace_atomic
 from usssl.errors import DataError
 from usssl.io.dicom import DICOM_EXTENSIONS, dicom_subject_id, ultrasound_region
-from usssl.io.video import relative_source
+from usssl.io.video import printable, relative_source
 from usssl.privacy.deid_profile import (  # noqa: F401 (the profile's public names, re-exported)
     CLEAN_DESCRIPTORS_C, EDITION, ENHANCED_US_VOLUME, FULL_DATES, KEEP_DESCRIPTORS, KEYWORDS, MODIFIED_DATES_C,
     MODIFIED_DATES_CODE, OPTION_CODES, OPTIONS, PROFILE, PROFILE_CODE, PROFILE_MASKS, RETAIN_DATES, US_IMAGE,
@@ -315,7 +315,7 @@ def deidentify_tree(src_root: str | Path, dst_root: str | Path, *, date_shift_da
     files = [p for p in sorted(src_root.rglob("*")) if p.suffix.lower() in DICOM_EXTENSIONS and p.is_file()
              and not p.name.startswith(".") and skip not in p.resolve().parents]  # fmt: skip
     for path in files:
-        source = relative_source(path, src_root)
+        source = printable(relative_source(path, src_root))  # non-UTF-8 file names as \xNN
         subject = pseudonym(dicom_subject_id(path) or source, key, kind="subject")
         out = dst_root / subject / f"{pseudonym(source, key, kind='dicom')}.dcm"
         row = {"source": source, "output": out.relative_to(dst_root).as_posix(), "status": "ok",

@@ -14,8 +14,10 @@ import hmac
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 
+from usssl.engine.lock import create_exclusive
 from usssl.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ KEY_ENV = "USSSL_SUBJECT_KEY"
 KEY_FILE_ENV = "USSSL_KEY_FILE"
 DEFAULT_KEY_FILE = Path("~/.config/usssl/subject.key")
 PSEUDONYM_CHARS = 16
+_EMPTY_KEY_TRIES = 20  # 1 s of retries before an empty key file is an error
 
 
 def key_file_path() -> Path:
@@ -34,42 +37,53 @@ def key_file_path() -> Path:
 def subject_key() -> bytes:
     """The secret pseudonymisation key (env ``USSSL_SUBJECT_KEY``, else the key file).
 
-    Creates the key file (32 random bytes, mode 0600) on first use and logs where it is.
+    Creates the key file (32 random bytes, mode 0600) on first use and logs where it is. Creation
+    is atomic (``usssl.engine.lock.create_exclusive``: written under a temporary name, then linked
+    into place), so any number of processes starting at once end with one key, and none of them
+    ever reads a half-written file.
 
     Raises:
-        DataError: the key file exists but is empty or unreadable.
+        DataError: the key file exists but is empty or unreadable (the message never advises
+            deleting it: pseudonyms made with a key cannot be reproduced without it).
     """
     env = os.environ.get(KEY_ENV)
     if env:
         return env.encode()
     path = key_file_path()
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it first: read theirs
-        else:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(secrets.token_bytes(32))
+            created = create_exclusive(path, secrets.token_bytes(32), mode=0o600)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot create the subject key file ({exc}); set {KEY_FILE_ENV} to a "
+                            f"writable place, or set {KEY_ENV}") from None  # fmt: skip
+        if created:
             log.warning(
                 "created a new subject key at %s: it turns patient ids into pseudonyms. Keep it "
                 "safe and private, back it up with the source data, and reuse it for later "
                 "ingests (or set %s)", path, KEY_ENV,
             )  # fmt: skip
-    try:
-        key = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the subject key ({exc}); set {KEY_ENV}") from None
-    if not key:
-        raise DataError(f"{path}: the subject key file is empty; delete it or set {KEY_ENV}")
-    return key
+    for attempt in range(_EMPTY_KEY_TRIES):
+        try:
+            key = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read the subject key ({exc}); check its permissions, or set "
+                            f"{KEY_ENV}") from None  # fmt: skip
+        if key:
+            return key
+        time.sleep(0.05)  # a creator on a file system without hard links may still be writing it
+    raise DataError(
+        f"{path}: the subject key file is empty. If this file held a key before, restore it from your "
+        f"backup: every cache and pseudonym made with that key needs it. If no cache was ever made "
+        f"with it, point {KEY_FILE_ENV} at a new file name (usssl creates the key there) or set {KEY_ENV}"
+    )
 
 
 def pseudonym(value: str, key: bytes, kind: str = "subject") -> str:
     """16 hex characters of HMAC-SHA256(key, "usssl/<kind>/<value>").
 
     ``kind`` separates domains: a shard id and a subject id made from the same string differ.
+    ``value`` may hold a file name that is not valid UTF-8 (Python's surrogate escapes): it is hashed
+    as the name's bytes; valid text gives the same pseudonym as always.
 
     Example:
         >>> pseudonym("PID-0042", b"secret")  # doctest: +SKIP
@@ -77,7 +91,8 @@ def pseudonym(value: str, key: bytes, kind: str = "subject") -> str:
     """
     if not key:
         raise ValueError("the pseudonymisation key is empty")
-    message = f"usssl/{kind}/{value}".encode()
+    # surrogateescape: a file name that is not valid UTF-8 (os.fsdecode's surrogates) hashes as its bytes
+    message = f"usssl/{kind}/{value}".encode("utf-8", "surrogateescape")
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:PSEUDONYM_CHARS]
 
 

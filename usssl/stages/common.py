@@ -31,7 +31,8 @@ from torch import nn
 from usssl.config import EncoderConfig, FinetuneConfig, PipelineConfig
 from usssl.data.cache import Cache
 from usssl.data.datasets import FrameDataset
-from usssl.data.splits import cache_fold, cache_strata, check_disjoint, shards_of, stratified_order
+from usssl.data.splits import (cache_fold, cache_strata, check_disjoint, require_test_split, shards_of,
+                               stratified_order)
 from usssl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def fold_plan(cfg: PipelineConfig, fcfg: FinetuneConfig | None, cache: Cache) ->
     """The folds the transfer stages run: the ingest split, or the chosen k-fold folds (module docstring)."""
     fraction = fcfg.val_fraction if fcfg is not None else 0.0
     if fcfg is None or fcfg.cv == "split":
+        require_test_split(cache, "finetune" if fcfg is not None else "saliency")
         train, val = cache.splits["train"], cache.splits.get("val", [])
         if not val:
             train, val = validation_subjects(cache, train, fraction, cfg.seed)

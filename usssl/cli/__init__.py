@@ -16,16 +16,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from usssl.cli.predict import add_predict_parser, cmd_predict  # noqa: F401 (part of the CLI's API)
 from usssl.errors import ConfigError, UssslError
 
 EPILOG = "Docs: README.md and docs/. Example: usssl run pipelines/demo.yaml --set pretrain.max_epochs=2"
-PREDICT_EPILOG = """example:
-  usssl predict runs/demo/export scans/ clip.mp4 --out predictions --every 5
-
-  writes predictions/input-001/planes.csv, saliency.csv, saliency/*.png and summary.json per
-  input (input-001 is the first input; folders are expanded in sorted order).
-  Research use only, not for clinical decisions.
-"""
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -150,8 +144,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def _ingest_done(summary, strict: bool) -> int:
     """Print what an ingest (or merge) did; exit 1 under ``--strict`` when an input failed."""
+    repeats = getattr(summary, "n_duplicates", 0)
     print(f"ingested {summary.n_ok} recording(s), {summary.n_failed} failed, "
-          f"{summary.n_skipped - summary.n_failed} skipped (not recordings); cache: {summary.cache_dir}")
+          f"{summary.n_skipped - summary.n_failed - repeats} skipped (not recordings), {repeats} duplicate(s) "
+          f"of another recording cached once; cache: {summary.cache_dir}")
     if summary.n_skipped:
         print(f"see {summary.report_path} for the reasons")
     if strict and summary.n_failed:
@@ -235,53 +231,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     key = "USSSL_SUBJECT_KEY set" if os.environ.get("USSSL_SUBJECT_KEY") else "key file (created on first ingest)"
     print(f"subject key {key}")
     return 0
-
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        if int(text) < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {int(text)}")
-        return int(text)
-    return parse
-
-
-def add_predict_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``usssl predict`` to the ``usssl`` sub-command parsers."""
-    p = subparsers.add_parser(
-        "predict", help="run an exported model on DICOMs or videos (research use only)",
-        description="Per-frame standard-plane probabilities and saliency maps from an exported model "
-                    "(folder with model.pt2 and preprocessing.json). Frames are cropped, resampled and "
-                    "resized exactly as `usssl ingest` does. Research use only, not for clinical decisions.",
-        epilog=PREDICT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="export folder (model.pt2, preprocessing.json)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM, video or NIfTI files, or folders of them")
-    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    p.add_argument("--every", type=_int_at_least(0), default=10, metavar="N",
-                   help="write a saliency PNG every N-th frame (0: none; default 10)")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=32, metavar="B",
-                   help="clips per forward pass (default 32)")
-    p.add_argument("--keep-names", action="store_true",
-                   help="name outputs after the input files (these may name patients) instead of input-001, …")
-    p.add_argument("--report", metavar="CSV",
-                   help="also write input path → output name and status here "
-                        "(outside --out: paths may name patients)")
-    p.set_defaults(func=cmd_predict)
-    return p
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    """Run ``usssl predict``; exit code 0 when at least one input succeeded, else 1."""
-    from usssl.downstream.export import DISCLAIMER
-    from usssl.downstream.predict import predict_files
-
-    summary = predict_files(args.model_dir, args.inputs, args.out, every=args.every, batch_size=args.batch_size,
-                            keep_names=args.keep_names, progress=True, report=args.report)  # fmt: skip
-    for row in summary.rows:
-        detail = f"{row['n_frames']} frames" if row["status"] == "ok" else row["reason"]
-        print(f"{row['name']}: {row['status']} ({detail})")
-    print(f"predicted {summary.n_ok} input(s), failed {summary.n_failed}; outputs in {summary.out_dir}")
-    print(DISCLAIMER)
-    return 0 if summary.n_ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,7 +343,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
