@@ -45,7 +45,8 @@ from usssl.data.frames import REGION_SAMPLES, kept_frames  # noqa: F401 (public 
 from usssl.data.cache import input_digest  # noqa: F401 (public API of ingest)
 from usssl.data.ingest_job import lone_audio_rows, make_jobs, run_jobs
 from usssl.io.registry import READERS, media_extension, reader_for
-from usssl.data.splits import drop_duplicates, split_subjects, subject_split, subject_strata
+from usssl.data.splits import (drop_duplicates, frame_digests, split_subjects, subject_order_keys, subject_split,
+                               subject_strata)
 from usssl.errors import CacheMismatchError, ConfigError, DataError
 from usssl.io.audio import AUDIO_EXTENSIONS
 from usssl.io.tables import load_tables
@@ -354,16 +355,16 @@ def _summary(out: Path, report: pd.DataFrame, index: pd.DataFrame, report_path: 
 
 def _finish(out: Path, split: SplitConfig, report: pd.DataFrame, index: pd.DataFrame) -> IngestSummary:
     """Write the report, splits, index and data card; log what was not ingested."""
-    frames = [(cache_io.shard_info(out, s) or {}).get("frame_digest") or digest
-              for s, digest in zip(index["shard"], index["digest"])]  # fmt: skip
-    index, report, repeats = drop_duplicates(index, report, frames)  # one copy of each recording
+    frames = dict(zip(index["shard"], frame_digests(out, index)))  # shard -> digest of its frames alone
+    index, report, repeats = drop_duplicates(index, report, list(frames.values()))  # one copy of each recording
     report_path = cache_io.write_report(out, report)
     if index.empty:
         raise DataError(f"none of the {len(report)} recordings could be ingested; see {report_path}")
     classes = json.loads((out / cache_io.SETTINGS_FILE).read_text()).get("classes", [])
     labels = ((row.subject, np.load(cache_io.shard_dir(out, row.shard) / "labels.npy")) for row in index.itertuples())
+    keys = subject_order_keys(index["subject"], [frames[s] for s in index["shard"]])  # the data's order, not the key's
     splits = split_subjects(index["subject"].tolist(), split, subject_strata(labels, classes),  # stratified by label
-                            train_only_below_two=True)  # fmt: skip
+                            train_only_below_two=True, keys=keys)  # fmt: skip
     index = index.assign(split=index["subject"].map(subject_split(splits)))
     index = index.sort_values("shard").reset_index(drop=True)
     write_json_atomic(out / cache_io.SPLITS_FILE, splits)

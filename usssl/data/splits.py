@@ -38,11 +38,17 @@ SPLITS = ("train", "val", "test")
 BACKGROUND = "background"
 
 
-def _strata_groups(subjects: list[str], seed: int, strata: dict[str, str] | None) -> list[list[str]]:
-    """Distinct subjects grouped by stratum (missing: one shared stratum), each group shuffled."""
+def _strata_groups(subjects: list[str], seed: int, strata: dict[str, str] | None,
+                   keys: dict[str, str] | None = None) -> list[list[str]]:
+    """Distinct subjects grouped by stratum (missing: one shared stratum), each group shuffled.
+
+    Before the seeded shuffle the subjects are put in the order of ``keys`` (a subject -> a digest of
+    its data, :func:`subject_order_keys`), not of their pseudonyms: the pseudonyms depend on the secret
+    subject key, the data do not, so the same data and seed give the same split on every machine.
+    """
     rng = random.Random(seed)
     groups: dict[str, list[str]] = {}
-    for s in sorted(set(subjects)):
+    for s in sorted(set(subjects), key=lambda s: ((keys or {}).get(s, ""), s)):
         groups.setdefault((strata or {}).get(s, ""), []).append(s)
     out = [groups[name] for name in sorted(groups)]
     for members in out:
@@ -50,13 +56,14 @@ def _strata_groups(subjects: list[str], seed: int, strata: dict[str, str] | None
     return out
 
 
-def stratified_order(subjects: list[str], seed: int, strata: dict[str, str] | None = None) -> list[str]:
+def stratified_order(subjects: list[str], seed: int, strata: dict[str, str] | None = None,
+                     keys: dict[str, str] | None = None) -> list[str]:
     """The distinct subjects in a seeded order whose every prefix holds each stratum in proportion.
 
     The i-th subject of a stratum of size n sits at relative position (i + ½) / n; ties between
     strata are broken in a seeded order. Without strata this is a seeded shuffle.
     """
-    groups = _strata_groups(subjects, seed, strata)
+    groups = _strata_groups(subjects, seed, strata, keys)
     tie = list(range(len(groups)))
     random.Random(seed + 1).shuffle(tie)
     keyed = [((i + 0.5) / len(g), tie[j], s) for j, g in enumerate(groups) for i, s in enumerate(g)]
@@ -75,7 +82,8 @@ def check_disjoint(parts: dict[str, list[str]]) -> None:
 
 
 def split_subjects(subjects: list[str], cfg: SplitConfig, strata: dict[str, str] | None = None,
-                   train_only_below_two: bool = False) -> dict[str, list[str]]:  # fmt: skip
+                   train_only_below_two: bool = False,
+                   keys: dict[str, str] | None = None) -> dict[str, list[str]]:  # fmt: skip
     """Assign each distinct subject to train, val or test.
 
     The stratified order (``stratified_order``) is cut into ``round(cfg.test * n)`` test (at
@@ -112,14 +120,15 @@ def split_subjects(subjects: list[str], cfg: SplitConfig, strata: dict[str, str]
     n_val = max(0, min(int(round(cfg.val * n)), n - 1 - n_test))
     if cfg.val > 0 and n_val == 0:
         log.warning("split: %d subjects are too few for a validation split; val is empty", n)
-    order = stratified_order(subjects, cfg.seed, strata)
+    order = stratified_order(subjects, cfg.seed, strata, keys)
     test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
     splits = {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
     check_disjoint(splits)
     return splits
 
 
-def kfold_subjects(subjects: list[str], k: int, seed: int = 0, strata: dict[str, str] | None = None) -> list[list[str]]:
+def kfold_subjects(subjects: list[str], k: int, seed: int = 0, strata: dict[str, str] | None = None,
+                   keys: dict[str, str] | None = None) -> list[list[str]]:
     """``k`` disjoint folds covering every subject (stratified k-fold).
 
     The strata, each shuffled, are laid back to back and dealt round-robin (fold i takes every
@@ -128,7 +137,7 @@ def kfold_subjects(subjects: list[str], k: int, seed: int = 0, strata: dict[str,
     Raises:
         DataError: fewer subjects than folds.
     """
-    order = [s for group in _strata_groups(subjects, seed, strata) for s in group]  # strata back to back
+    order = [s for group in _strata_groups(subjects, seed, strata, keys) for s in group]  # strata back to back
     if k < 2 or len(order) < k:
         raise DataError(f"{k}-fold cross-validation needs k >= 2 and at least k subjects, got {len(order)} "
                         "subject(s); lower finetune.folds or add subjects")
@@ -182,7 +191,7 @@ def cache_folds(cache, k: int, seed: int = 0) -> list[list[str]]:
             check_disjoint({f"fold {i}": f for i, f in enumerate(folds)})
             return folds
         log.warning("%s does not match the cache's subjects (re-ingested?); recomputing the folds", path.name)
-    folds = kfold_subjects(subjects, k, seed, cache_strata(cache))
+    folds = kfold_subjects(subjects, k, seed, cache_strata(cache), cache_order_keys(cache))
     from usssl.engine.files import write_json_atomic
 
     write_json_atomic(path, {"k": k, "seed": seed, "folds": folds})
@@ -277,3 +286,25 @@ def drop_duplicates(index: pd.DataFrame, report: pd.DataFrame,
                                     "link or a second export of one recording); cached once so that it cannot "
                                     "sit in two splits. Remove one of them from the sources")  # fmt: skip
     return index.loc[sorted(first.index)].reset_index(drop=True), report, repeats["shard"].tolist()
+
+
+def subject_order_keys(subjects, frame_digests) -> dict[str, str]:
+    """Subject -> the smallest frame digest of its recordings (sha256 of the cached frames alone): an
+    order of the subjects that depends on the data, not on the pseudonymisation key."""
+    keys: dict[str, str] = {}
+    for subject, digest in zip(subjects, frame_digests):
+        keys[subject] = min(keys.get(subject, str(digest)), str(digest))
+    return keys
+
+
+def frame_digests(root, index) -> list[str]:
+    """Each indexed shard's ``frame_digest`` (of its cached frames alone; the index digest for a shard
+    written before it existed), in the index's order."""
+    from usssl.data.cache import shard_info
+
+    return [(shard_info(root, s) or {}).get("frame_digest") or d for s, d in zip(index["shard"], index["digest"])]
+
+
+def cache_order_keys(cache) -> dict[str, str]:
+    """:func:`subject_order_keys` of a cache's recordings."""
+    return subject_order_keys(cache.index["subject"], frame_digests(cache.root, cache.index))

@@ -31,8 +31,8 @@ from torch import nn
 from usssl.config import EncoderConfig, FinetuneConfig, PipelineConfig
 from usssl.data.cache import Cache
 from usssl.data.datasets import FrameDataset
-from usssl.data.splits import (cache_fold, cache_strata, check_disjoint, require_test_split, shards_of,
-                               stratified_order)
+from usssl.data.splits import (cache_fold, cache_order_keys, cache_strata, check_disjoint, require_test_split,
+                               shards_of, stratified_order)
 from usssl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def validation_subjects(cache: Cache, subjects: list[str], fraction: float, seed
     if fraction <= 0 or n < 2:
         return sorted(subjects), []
     n_val = min(max(1, int(round(fraction * n))), n - 1)
-    order = stratified_order(subjects, seed, cache_strata(cache))
+    order = stratified_order(subjects, seed, cache_strata(cache), cache_order_keys(cache))
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
