@@ -23,8 +23,9 @@ def test_validation_subjects_are_a_stratified_disjoint_share():
     import usssl.stages.common as common
 
     strata = {s: ("x" if s < "e" else "y") for s in "abcdefgh"}
-    original = common.cache_strata
+    original, original_keys = common.cache_strata, common.cache_order_keys
     common.cache_strata = lambda cache: strata
+    common.cache_order_keys = lambda cache: {}
     try:
         train, val = validation_subjects(FakeCache(), list("abcdefgh"), 0.25, seed=3)
         assert len(val) == 2 and not set(train) & set(val) and sorted(train + val) == list("abcdefgh")
@@ -33,7 +34,7 @@ def test_validation_subjects_are_a_stratified_disjoint_share():
         assert validation_subjects(FakeCache(), ["a", "b"], 0.9, seed=0)[1] in (["a"], ["b"])  # at most n - 1
         assert validation_subjects(FakeCache(), ["a", "b"], 0.0, seed=0) == (["a", "b"], [])
     finally:
-        common.cache_strata = original
+        common.cache_strata, common.cache_order_keys = original, original_keys
 
 
 def test_pooled_estimate_and_its_interval_measure_the_same_quantity():
