@@ -184,7 +184,9 @@ def test_values_at_the_bounds_and_every_device_form_are_accepted(tmp_path):
     for override in (f"seed={2**32 - 1}", "seed=0", "pretrain.max_epochs=10000", "pretrain.max_steps=-1",
                      "trainer.devices=auto", "trainer.devices=-1", "trainer.devices=2", "trainer.devices='0,1'",
                      "trainer.devices=[0, 1]", "ingest.size=[8, 10]", "ingest.crop=[0, 0, 10, 10]"):
-        load_config(path, [override])
+        assert [e.kind for e in load_config(path, [override]).stages] == ["ingest", "pretrain"]
+    assert load_config(path, [f"seed={2**32 - 1}"]).seed == 2**32 - 1
+    assert load_config(path, ["ingest.size=[8, 10]"]).stage("ingest").size == (8, 10)
 
 
 def test_a_long_bad_value_is_cut_in_the_message(tmp_path):

@@ -138,6 +138,12 @@ def shard_dir(root: Path, shard_id: str) -> Path:
     return Path(root) / "shards" / shard_id
 
 
+def frame_digests(root: Path, index: pd.DataFrame) -> list[str]:
+    """Each indexed shard's ``frame_digest`` (of its cached frames alone; the index digest for a shard
+    written before it existed), in the index's order."""
+    return [(shard_info(root, s) or {}).get("frame_digest") or d for s, d in zip(index["shard"], index["digest"])]
+
+
 def shard_info(root: Path, shard_id: str) -> dict | None:
     """The ``shard.json`` of a complete shard, or None when the shard is missing or partial."""
     path = shard_dir(root, shard_id) / "shard.json"
@@ -290,6 +296,11 @@ class Cache:
     def index(self) -> pd.DataFrame:
         """One row per recording, columns ``INDEX_COLUMNS``."""
         return with_optional_columns(pd.read_parquet(self.root / INDEX_FILE))
+
+    @cached_property
+    def frame_digests(self) -> list[str]:
+        """:func:`frame_digests` of the index's shards (each ``shard.json`` read once per ``Cache``)."""
+        return frame_digests(self.root, self.index)
 
     @cached_property
     def splits(self) -> dict[str, list[str]]:

@@ -45,8 +45,7 @@ from usssl.data.frames import REGION_SAMPLES, kept_frames  # noqa: F401 (public 
 from usssl.data.cache import input_digest  # noqa: F401 (public API of ingest)
 from usssl.data.ingest_job import lone_audio_rows, make_jobs, run_jobs
 from usssl.io.registry import READERS, media_extension, reader_for
-from usssl.data.splits import (drop_duplicates, frame_digests, split_subjects, subject_order_keys, subject_split,
-                               subject_strata)
+from usssl.data.splits import drop_duplicates, split_subjects, subject_order_keys, subject_split, subject_strata
 from usssl.errors import CacheMismatchError, ConfigError, DataError
 from usssl.io.audio import AUDIO_EXTENSIONS
 from usssl.io.tables import load_tables
@@ -355,7 +354,7 @@ def _summary(out: Path, report: pd.DataFrame, index: pd.DataFrame, report_path: 
 
 def _finish(out: Path, split: SplitConfig, report: pd.DataFrame, index: pd.DataFrame) -> IngestSummary:
     """Write the report, splits, index and data card; log what was not ingested."""
-    frames = dict(zip(index["shard"], frame_digests(out, index)))  # shard -> digest of its frames alone
+    frames = dict(zip(index["shard"], cache_io.frame_digests(out, index)))  # shard -> digest of its frames alone
     index, report, repeats = drop_duplicates(index, report, list(frames.values()))  # one copy of each recording
     report_path = cache_io.write_report(out, report)
     if index.empty:

@@ -297,14 +297,6 @@ def subject_order_keys(subjects, frame_digests) -> dict[str, str]:
     return keys
 
 
-def frame_digests(root, index) -> list[str]:
-    """Each indexed shard's ``frame_digest`` (of its cached frames alone; the index digest for a shard
-    written before it existed), in the index's order."""
-    from usssl.data.cache import shard_info
-
-    return [(shard_info(root, s) or {}).get("frame_digest") or d for s, d in zip(index["shard"], index["digest"])]
-
-
 def cache_order_keys(cache) -> dict[str, str]:
-    """:func:`subject_order_keys` of a cache's recordings."""
-    return subject_order_keys(cache.index["subject"], frame_digests(cache.root, cache.index))
+    """:func:`subject_order_keys` of a cache's recordings (their ``Cache.frame_digests``, read once)."""
+    return subject_order_keys(cache.index["subject"], cache.frame_digests)

@@ -8,6 +8,7 @@ it, the centre-bias and the uniform baselines on its test subjects; writes ``sal
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def run(cfg: PipelineConfig, scfg: SaliencyConfig, tracker, resume: bool) -> dic
 
     from usssl.data.splits import shards_of
     from usssl.downstream.saliency import run_saliency
-    from usssl.stages.common import fold_plan, pretrained_encoder
+    from usssl.stages.common import fold_plan, pretrain_run_for
 
     cache = Cache(cfg.cache_dir)
     out = Path(cfg.output_dir) / "saliency"
@@ -57,8 +58,10 @@ def run(cfg: PipelineConfig, scfg: SaliencyConfig, tracker, resume: bool) -> dic
         for seed in seeds:
             for fold in folds:
                 folder = out / init if single else out / init / f"fold{fold.index}-seed{seed}"
-                if init != "random":
-                    transductive |= bool(set(pretrained_encoder(cfg, init, cache, fold, seed)[2]) & set(fold.test_subjects))
+                if init != "random":  # what the encoder's pretraining saw: read from its pretrain_data.json
+                    seen = pretrain_run_for(cfg, init, cache, fold, seed).folder / "pretrain_data.json"
+                    subjects = json.loads(seen.read_text()).get("subjects", []) if seen.is_file() else []
+                    transductive |= bool(set(subjects) & set(fold.test_subjects))
                 if not (resume and (folder / "saliency_summary.csv").is_file()):
                     L.seed_everything(seed, workers=True, verbose=False)
                     encoder, enc_cfg = encoder_for_init(cfg, init, cache, fold, seed)
