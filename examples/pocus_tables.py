@@ -3,11 +3,10 @@
 The public COVID-19 lung ultrasound collection (Born et al.) ships a spreadsheet with one row per
 clip. usssl wants two CSVs beside (or pointed to from) the pipeline YAML:
 
-- ``labels.csv``: ``video, frame, plane``: here every frame of a clip carries the clip's label
-  (regular / pneumonia / covid; bacterial and viral pneumonia together). Rows past a clip's last
-  frame are ignored by ingest, so the frame range is generous.
-- ``subjects.csv``: ``video, patient_id`` from the column ``Patient ID / Name``: splits are by
-  patient, never by clip (70 patients, 110 clips). The id is hashed on ingest and never stored.
+- ``labels.csv``: ``recording, label``: one diagnosis per clip (regular / pneumonia / covid;
+  bacterial and viral pneumonia together); every frame carries it and ``evaluate`` scores clips.
+- ``subjects.csv``: ``video, patient_id`` from the column ``Patient ID / Name``, for every clip whose
+  patient is known: splits are by patient, never by clip (70 patients, 110 clips). The id is hashed on ingest and never stored.
 
 Clips under ``label_uncertain`` (or with any other label) are left out.
 
@@ -26,7 +25,7 @@ CLASSES = {"regular": "regular", "bacterial pneumonia": "pneumonia", "viral pneu
            "covid-19": "covid"}
 
 
-def write_tables(root: Path, out: Path, margin: float = 2.0) -> Counter:
+def write_tables(root: Path, out: Path) -> Counter:
     """Write ``labels.csv`` and ``subjects.csv`` into ``out``; returns the clip count per class."""
     clips = json.loads((root / "videos_metadata.json").read_text())
     with open(root / "repo_files" / "data" / "dataset_metadata.csv", newline="") as f:
@@ -35,17 +34,17 @@ def write_tables(root: Path, out: Path, margin: float = 2.0) -> Counter:
     counts: Counter = Counter()
     with open(out / "labels.csv", "w", newline="") as lf, open(out / "subjects.csv", "w", newline="") as sf:
         labels, subjects = csv.writer(lf), csv.writer(sf)
-        labels.writerow(["video", "frame", "plane"])
+        labels.writerow(["recording", "label"])
         subjects.writerow(["video", "patient_id"])
         for clip in clips:
             stem = Path(clip["local"]).stem
+            if patients.get(stem):  # every clip whose patient is known, labelled or not
+                subjects.writerow([stem, patients[stem]])
             plane = CLASSES.get(str(clip["label"]).lower())
             if plane is None or "label_uncertain" in clip["local"] or not patients.get(stem):
                 continue
             counts[plane] += 1
-            subjects.writerow([stem, patients[stem]])
-            for frame in range(int(margin * max(int(clip["frames_decoded"]), 1)) + 10):
-                labels.writerow([stem, frame, plane])
+            labels.writerow([stem, plane])
     return counts
 
 

@@ -54,7 +54,12 @@ def test_card_counts_settings_and_labels(carded):
     assert "- Source frame sizes (height x width: recordings): 96 x 96: 3" in card
     assert "- DICOM headers (0 recording(s))" in card and "- Narration: kept" in card
     labels = np.concatenate([cache.shard(s).labels for s in cache.shard_ids()])
-    table = dict(re.findall(r"^\| (\S+) \| (\d+) \|$", card, flags=re.M))
+    rows = re.findall(r"^\| (\S+) \| (\d+) \| (\d*) \|$", card, flags=re.M)
+    table = {name: frames for name, frames, _ in rows}
+    subjects = {name: int(n) for name, _, n in rows if n}  # subjects with a frame of the class
+    assert subjects == {name: len({cache.shard(s).subject for s in cache.shard_ids() if (cache.shard(s).labels == i).any()})
+                        for i, name in enumerate(fx.PLANES) if name != "background"}  # fmt: skip
+    assert "- Subjects from (recordings): subjects table: 3" in card and "- Labels: per frame" in card
     assert {k: int(v) for k, v in table.items()} == {
         name: int((labels == i).sum()) for i, name in enumerate(fx.PLANES)} | {"(unlabelled)": 0}  # fmt: skip
     assert sum(int(v) for v in table.values()) == 90

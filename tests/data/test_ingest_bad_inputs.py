@@ -51,7 +51,8 @@ def messy(tmp_path_factory):
         shutil.copy(src / "pacs" / "IM0001", src / "pacs" / "DICOMDIR")  # an export's index: not an image
         (src / "pacs" / "README").write_text("exported from PACS\n" * 20)
         (src / "pacs" / "IM0002").write_bytes(bytes(200))  # extension-less, no DICOM magic
-        summary = ingest([src], tmp_path_factory.mktemp("out") / "cache", CFG, progress=False)
+        summary = ingest([src], tmp_path_factory.mktemp("out") / "cache", CFG, progress=False,
+                         subject_per_recording=True)  # the extra files have no subjects.csv row
         yield src, summary, pd.read_csv(summary.report_path, dtype={"reason": str}).set_index("source")
 
 

@@ -82,7 +82,7 @@ def test_a_video_with_a_static_marker_and_the_corpus_where_nothing_is_static(tmp
     marked, marker = with_marker(fx.render(60, seed=5))
     fx.write_video(tmp_path / "SRC" / "videos" / "marked.mp4", marked)
     cfg = IngestConfig(size=(48, 48), fps=15, workers=1)
-    summary = ingest([tmp_path / "SRC"], tmp_path / "cache", cfg, progress=False)
+    summary = ingest([tmp_path / "SRC"], tmp_path / "cache", cfg, progress=False, subject_per_recording=True)
     shards, cache = _shards(summary), Cache(tmp_path / "cache")
     # nothing static inside the fan: the cache is exactly crop + mask + resize of the decoded frames
     plain = shards["videos/scan_000.mp4"]

@@ -73,7 +73,7 @@ def test_no_planted_identifier_reaches_any_output(tmp_path, monkeypatch, caplog)
     out = tmp_path / "out"
     raw = {"name": "privacy", "output_dir": str(out), "seed": 0, "trainer": {"progress": False},
            "data": {"sources": [str(src)], "labels_csv": str(src / "labels.csv"), "gaze_csv": str(src / "gaze.csv"),
-                    "subjects_csv": str(src / "subjects.csv")},
+                    "subjects_csv": str(src / "subjects.csv"), "subject_per_recording": True},  # the DICOM: its header
            "stages": [{"ingest": {"size": [32, 32], "fps": 15, "workers": 1, "split": {"test": 0.34}}},
                       {"pretrain": {"method": "order_transform", "encoder": {"width": 4, "dim": 16}, "max_epochs": 1,
                                     "batch_size": 8, "pairs_per_epoch": 16,

@@ -70,6 +70,10 @@ def preflight(cfg, source: str, running: bool) -> str:
             steps = [check_pretrain_data(cfg, pcfg, key) for pcfg, key in pretrains]
         done.append("batch sizes: when pretraining starts (no cache yet)" if None in steps else
                     f"batch sizes against the cache ({', '.join(map(str, steps))} step(s) per epoch)")
+    if not running and (cfg.cache_dir / "index.parquet").is_file():
+        from usssl.stages.ingest import check_cache_classes
+
+        done.append(check_cache_classes(cfg))
     return "; ".join(done)
 
 
@@ -121,9 +125,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return _ingest_done(merge_parts(Path(args.merge)), args.strict)
     if not args.sources or not args.out:
         raise ConfigError("usssl ingest: give SOURCES and --out CACHE (or --merge CACHE)")
+    tables = {"allow_unmatched_labels": args.allow_unmatched_labels, "subject_per_recording": args.subject_per_recording}
     if args.config:
         cfg = load_config(args.config, args.set)
         icfg = cfg.stage("ingest") or IngestConfig()
+        tables = {k: v or getattr(cfg.data, k) for k, v in tables.items()}
     else:
         icfg = IngestConfig()
     updates = {"workers": args.workers, "fps": args.fps, "overwrite": args.overwrite or None}
@@ -136,7 +142,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from usssl.data.ingest import ingest, parse_part
 
     part = parse_part(args.shard) if args.shard else None
-    summary = ingest([Path(s) for s in args.sources], Path(args.out), icfg, progress=True, part=part)
+    summary = ingest([Path(s) for s in args.sources], Path(args.out), icfg, progress=True, part=part, **tables)
     if part is not None:
         print(f"part {part[0]}/{part[1]} done; once every part is, run: usssl ingest --merge {args.out}")
     return _ingest_done(summary, args.strict)
@@ -281,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="K/N", help="ingest only part K of N of the sorted inputs (array job)")
     p.add_argument("--merge", metavar="CACHE", help="join the parts of a --shard ingest into the final cache")
     p.add_argument("--strict", action="store_true", help="exit 1 when any input failed")
+    p.add_argument("--allow-unmatched-labels", action="store_true",
+                   help="go on when label/gaze rows name no recording (a warning and unmatched_table_rows.csv)")
+    p.add_argument("--subject-per-recording", action="store_true",
+                   help="recordings without a subjects.csv row become their own subject (default: an error)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("datacard", help="write the Markdown data card of an ingested cache")

@@ -38,9 +38,16 @@ class DataConfig(Strict):
                                "synthetic corpus" + FROM_CWD, json_schema_extra=PATH)
     synth: SynthConfig = Field(default_factory=SynthConfig)
     cache_dir: str | None = Field(None, description="default: <output_dir>/cache", json_schema_extra=PATH)
-    labels_csv: str | None = Field(None, description="per-frame labels: video, frame, plane", json_schema_extra=PATH)
+    labels_csv: str | None = Field(None, description="per-frame labels (video, frame, plane) or one label per "
+                                   "recording (recording, label)", json_schema_extra=PATH)
     gaze_csv: str | None = Field(None, description="gaze: video, frame, x, y (pixels)", json_schema_extra=PATH)
     subjects_csv: str | None = Field(None, description="video → patient_id (hashed on ingest)", json_schema_extra=PATH)
+    subject_per_recording: bool = Field(
+        False, description="with a subjects table: a recording without a row becomes its own subject (a DICOM "
+        "takes its header's patient ID); false: such a recording is an error")
+    allow_unmatched_labels: bool = Field(
+        False, description="label/gaze rows that name no recording: a warning and CACHE/unmatched_table_rows.csv; "
+        "false: an error listing them")
 
 
 class TrackingConfig(Strict):

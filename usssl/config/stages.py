@@ -173,9 +173,10 @@ class EvaluateConfig(Strict):
     title: str = Field("Standard-plane detection", description="the report's heading (the task)")
     paper_reference: bool = Field(True, description="append the papers' fetal-plane numbers as a separate "
                                   "reference block (turn off for other tasks)")
-    level: Literal["frame", "recording"] = Field(
-        "frame", description="score frames, or recordings (clip probability = mean over its frames; truth = its "
-        "most frequent label): for clip-level labels such as a diagnosis")
+    level: Literal["auto", "frame", "recording"] = Field(
+        "auto", description="score frames, or recordings (clip probability = mean over its frames; truth = its "
+        "most frequent label): for clip-level labels such as a diagnosis; auto: recording when the labels came "
+        "as one per recording (a recording,label table), else frame")
     bootstrap: int = Field(1000, ge=0, description="bootstrap replicates (over subjects) for 95% intervals; 0: off")
     confusion_plots: Literal["all", "best", "none"] = Field(
         "all", description="confusion-matrix PNGs: every (init, protocol, fraction), the best one, or none")

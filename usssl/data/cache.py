@@ -11,6 +11,7 @@ Layout (docs/architecture.md)::
                       audio.npy   float32 (N,)         gaze.npy   float32 (T, 2), NaN absent
                       flags.npy   uint8 (T,)           shard.json the shard's index row
           DATA_CARD.md        counts, settings and de-identification of this cache (no paths)
+          unmatched_table_rows.csv  label/gaze rows naming no recording (allow_unmatched_labels)
 
 ingest_report.csv: ``source`` (path relative to the ingest root), ``status`` (``ok``: in the
 cache; ``skipped``: not a recording, e.g. a WAV/FLAC nobody's narration, or a duplicate of another
@@ -57,6 +58,7 @@ FLAG_FROZEN, FLAG_DOPPLER = 1, 2  # flags.npy bits: frozen/duplicate frame, colo
 DATA_CARD_FILE = "DATA_CARD.md"
 REPORT_COLUMNS = ["source", "status", "reason", "frames", "duration_s", "fps", "shard", "cached_frames", "audio_kept",
                   "text_blanked_pct", "text_heavy"]
+UNMATCHED_FILE = "unmatched_table_rows.csv"  # data.allow_unmatched_labels: the table rows left out (0600)
 PARTS_DIR = "parts"  # partial indexes and reports of a sharded ingest (``--shard K/N``)
 SETTINGS_FILE, INDEX_FILE, SPLITS_FILE, REPORT_FILE = (
     "cache.json", "index.parquet", "splits.json", "ingest_report.csv",

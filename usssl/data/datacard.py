@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from usssl.data import cache as cache_io
+from usssl.data.splits import class_subject_counts
 from usssl.engine.files import replace_atomic
 
 FREE_TEXT = """## To fill in by the data manager
@@ -98,6 +99,8 @@ def data_card(root: str | Path) -> str:
         part = index[index["split"] == split]
         lines.append(f"  - {split}: {part['subject'].nunique()} subjects, {len(part)} recordings, "
                      f"{int(part['n_frames'].sum())} frames")  # fmt: skip
+    origins = col("subject_source").fillna("not recorded (cached before this was kept)").value_counts().sort_index()
+    lines.append("- Subjects from (recordings): " + (", ".join(f"{k}: {v}" for k, v in origins.items()) or "n/a"))
     speech_hours = float((index["n_frames"] / index["fps"])[index["has_speech"].astype(bool)].sum()) / 3600.0
     lines += [f"- Frames: {int(index['n_frames'].sum())} cached ({hours:.3f} hours at the cached rate)",
               f"- Source duration per recording (s, min / median / max): {_spread(seconds_src)}",
@@ -135,8 +138,20 @@ def data_card(root: str | Path) -> str:
               f"drop_doppler: {settings.get('drop_doppler', False)})", "", "## Labels", ""]  # fmt: skip
     classes = list(settings.get("classes", []))
     if classes:
-        lines += [f"- Classes: {', '.join(classes)}", "", "| class | frames |", "|---|---|"]
-        lines += [f"| {name} | {n} |" for name, n in _label_counts(root, shards, classes).items()]
+        per_recording = settings.get("label_level") == "recording"
+        lines += [f"- Classes: {', '.join(classes)}",
+                  "- Labels: " + ("one per recording (a recording,label table; every frame carries it): scored "
+                                  "per recording (evaluate.level: auto or recording)" if per_recording else "per frame")]  # fmt: skip
+        unmatched = root / cache_io.UNMATCHED_FILE
+        if unmatched.is_file():
+            n = len(pd.read_csv(unmatched))
+            lines.append(f"- {n} label/gaze table row group(s) named no recording and were left out "
+                         f"(data.allow_unmatched_labels; listed in {cache_io.UNMATCHED_FILE}, which stays in this folder)")
+        subjects = class_subject_counts(((row.subject, np.load(cache_io.shard_dir(root, row.shard) / "labels.npy"))
+                                         for row in index.itertuples()), classes)  # fmt: skip
+        lines += ["", "| class | frames | subjects |", "|---|---|---|"]
+        lines += [f"| {name} | {n} | {subjects.get(name, '') if name != '(unlabelled)' else ''} |"
+                  for name, n in _label_counts(root, shards, classes).items()]
     else:
         lines.append("- No labels.")
     static = col("static_pixels").fillna(0)

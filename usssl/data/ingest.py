@@ -44,16 +44,17 @@ from usssl.data.datacard import write_data_card
 from usssl.data.frames import REGION_SAMPLES, kept_frames  # noqa: F401 (public API of ingest)
 from usssl.data.cache import input_digest  # noqa: F401 (public API of ingest)
 from usssl.data.ingest_job import lone_audio_rows, make_jobs, run_jobs
-from usssl.io.registry import READERS, media_extension, reader_for
-from usssl.data.splits import drop_duplicates, split_subjects, subject_order_keys, subject_split, subject_strata
+from usssl.io.registry import READERS, recording_stem
+from usssl.data.sources import find_recordings  # noqa: F401 (public API of ingest)
+from usssl.data.splits import (class_subject_counts, drop_duplicates, split_subjects, subject_order_keys, subject_split,
+                                subject_strata, warn_thin_classes)
 from usssl.errors import CacheMismatchError, ConfigError, DataError
 from usssl.io.audio import AUDIO_EXTENSIONS
-from usssl.io.tables import load_tables
+from usssl.io.tables import Tables, check_subject_rows, check_tables, load_tables
 from usssl.privacy.pseudonym import key_check, subject_key
 
 log = logging.getLogger(__name__)
 
-NOT_RECORDINGS = {"dicomdir"}  # a PACS export's index file: DICOM magic, no images
 INGEST_LOCK = ".usssl-ingest.lock"  # in the cache folder while an ingest or merge writes it
 
 
@@ -72,46 +73,14 @@ class IngestSummary:
     n_duplicates: int = 0
 
 
-def _is_recording(path: Path, extensions) -> bool:
-    """A file ingest reads: a known extension, or (``extensions`` None) no media extension at all
-    and the DICOM magic; a DICOMDIR index is not a recording."""
-    if extensions is not None:
-        return media_extension(path, extensions) is not None
-    if path.name.lower() in NOT_RECORDINGS or media_extension(path, AUDIO_EXTENSIONS) is not None:
-        return False
-    return reader_for(path) is not None
-
-
-def find_recordings(sources: list[Path], extensions=None) -> list[tuple[Path, Path]]:
-    """(file, root) for each supported file: a file is its own root's child, a folder is searched
-    recursively. A file without a media extension is a DICOM when it carries the ``DICM`` magic
-    (PACS exports: ``IM0001``); other such files are ignored quietly, as are hidden files and a
-    DICOMDIR. Duplicates are kept once. In a synthetic corpus (a folder with ``corpus.json``) only
-    ``videos/`` is read: ``dicom/`` holds the same scans again.
-    ``extensions`` (default ``READERS``) selects the files, e.g. ``AUDIO_EXTENSIONS``."""
-    found: dict[Path, tuple[Path, Path]] = {}
-    for src in map(Path, sources):
-        if src.is_file():
-            if _is_recording(src, extensions):
-                found.setdefault(src.resolve(), (src, src.parent))
-        elif src.is_dir():
-            corpora = [c.parent for c in src.rglob("corpus.json")]
-            for path in sorted(src.rglob("*")):
-                if any(c in path.parents and c / "videos" not in path.parents for c in corpora):
-                    continue
-                if not path.name.startswith(".") and path.is_file() and _is_recording(path, extensions):
-                    found.setdefault(path.resolve(), (path, src))
-        else:
-            raise DataError(f"{src}: source not found; give existing files or folders")
-    return list(found.values())
-
-
-def cache_settings(cfg: IngestConfig, classes: list[str], key: bytes) -> dict:
-    """The cache.json content: every setting that changes the cached data."""
+def cache_settings(cfg: IngestConfig, tables: Tables, key: bytes) -> dict:
+    """The cache.json content: every setting that changes the cached data (``label_level`` only
+    for a recording-level label table, so older caches keep matching)."""
     settings = cfg.model_dump(mode="json", exclude={"workers", "overwrite"})
     crop_mode = cfg.crop if isinstance(cfg.crop, str) else "manual"
+    level = {"label_level": "recording"} if tables.label_level == "recording" else {}
     return {"cache_format": cache_io.CACHE_FORMAT, "usssl_version": version("usssl"), **settings,
-            "crop_mode": crop_mode, "classes": classes, "subject_key_check": key_check(key)}  # fmt: skip
+            "crop_mode": crop_mode, "classes": tables.classes, **level, "subject_key_check": key_check(key)}  # fmt: skip
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -148,7 +117,7 @@ def _prepare_out(out: Path, settings: dict, overwrite: bool, sharded: bool = Fal
         if overwrite:
             shutil.rmtree(out / "shards", ignore_errors=True)
             shutil.rmtree(out / cache_io.PARTS_DIR, ignore_errors=True)
-            for name in (cache_io.INDEX_FILE, cache_io.SPLITS_FILE, cache_io.REPORT_FILE):
+            for name in (cache_io.INDEX_FILE, cache_io.SPLITS_FILE, cache_io.REPORT_FILE, cache_io.UNMATCHED_FILE):
                 (out / name).unlink(missing_ok=True)
         elif not differ:
             settings = None  # already there: leave the file alone (other machines may read it)
@@ -193,10 +162,16 @@ def ingest(
     subjects_csv: Path | None = None,
     progress: bool = True,
     part: tuple[int, int] | None = None,
+    allow_unmatched_labels: bool = False,
+    subject_per_recording: bool = False,
+    min_subjects_per_class: int = 2,
 ) -> IngestSummary:
     """Ingest recordings from ``sources`` (files or folders) into the cache folder ``out``.
 
     Side tables default to ``labels.csv``, ``gaze.csv``, ``subjects.csv`` found in a source folder.
+    Their rows must match the recordings (``usssl.io.tables.check_tables``; the two switches are
+    ``data.allow_unmatched_labels`` and ``data.subject_per_recording``); a class labelled in fewer
+    than ``min_subjects_per_class`` subjects (the pipeline passes its fold count) gets a warning.
 
     ``part=(K, N)`` (a cluster array job, ``--shard K/N``): the inputs sorted by source path are
     dealt round-robin over N parts and only part K's are ingested; their report and index rows go to
@@ -221,9 +196,14 @@ def ingest(
         raise DataError(f"no recordings ({', '.join(sorted(READERS))}, or extension-less DICOM) under "
                         f"{[str(s) for s in sources]}")  # fmt: skip
     tables = load_tables([Path(s) for s in sources], labels_csv, gaze_csv, subjects_csv, frozenset(READERS))
+    checked = check_tables(tables, [recording_stem(path) for path, _ in files], allow_unmatched=allow_unmatched_labels)
     key = subject_key()
     with ingest_lock(out, part):
-        _prepare_out(out, cache_settings(cfg, tables.classes, key), cfg.overwrite, sharded=part is not None)
+        _prepare_out(out, cache_settings(cfg, tables, key), cfg.overwrite, sharded=part is not None)
+        if checked.unmatched:
+            path = out / cache_io.UNMATCHED_FILE
+            replace_atomic(path, lambda tmp: checked.report().to_csv(tmp, index=False), mode=0o600)  # names files
+            log.warning("the unmatched table rows are listed in %s", path)
         jobs = sorted(make_jobs(files, tables, key, out, cfg), key=lambda j: (j.source, j.path))
         results = lone_audio_rows(audio_files, jobs)[k - 1 :: n]
         todo = []
@@ -235,12 +215,14 @@ def ingest(
             else:
                 todo.append(job)
         results += run_jobs(todo, cfg.workers, progress)
+        if tables.has_subject_table:
+            _check_subject_rows(jobs[k - 1 :: n], results, subject_per_recording)
         for row in results:
             for detail in row.get("details", ()):
                 log.debug("%s", detail)  # what a library logged while reading; the report has one line
         report, index = _report(results), _index(results)
         if part is None:
-            return _finish(out, cfg.split, report, index)
+            return _finish(out, cfg.split, report, index, min_subjects_per_class)
         parts = out / cache_io.PARTS_DIR
         parts.mkdir(exist_ok=True)
         index_name, report_name = cache_io.part_names(k, n)
@@ -253,6 +235,18 @@ def ingest(
         raise DataError(f"part {k}/{n}: none of its {summary.n_failed} recording(s) could be ingested; "
                         f"see {report_path}")  # fmt: skip
     return summary
+
+
+def _check_subject_rows(jobs: list, results: list[dict], subject_per_recording: bool) -> None:
+    """``check_subject_rows`` over the ingested recordings without a subjects-table row, but a copy
+    of a recording that has one (the same frames: ``drop_duplicates`` keeps one of them)."""
+    info = {row["shard"]: row.get("info") or {} for row in results if row["status"] == "ok"}
+    listed = {info[job.shard].get("frame_digest") for job in jobs
+              if job.shard in info and job.subject_source == "subjects table"}  # fmt: skip
+    without = [job for job in jobs if job.shard in info and job.subject_source != "subjects table"
+               and info[job.shard].get("frame_digest", job.shard) not in listed]  # fmt: skip
+    check_subject_rows([recording_stem(Path(job.path)) for job in without],
+                       sum(job.format == "dicom" for job in without), subject_per_recording)  # fmt: skip
 
 
 @contextmanager
@@ -352,7 +346,8 @@ def _summary(out: Path, report: pd.DataFrame, index: pd.DataFrame, report_path: 
                          int((report["status"] == "failed").sum()), int(repeats.sum()))  # fmt: skip
 
 
-def _finish(out: Path, split: SplitConfig, report: pd.DataFrame, index: pd.DataFrame) -> IngestSummary:
+def _finish(out: Path, split: SplitConfig, report: pd.DataFrame, index: pd.DataFrame,
+            min_subjects_per_class: int = 2) -> IngestSummary:  # fmt: skip
     """Write the report, splits, index and data card; log what was not ingested."""
     frames = dict(zip(index["shard"], cache_io.frame_digests(out, index)))  # shard -> digest of its frames alone
     index, report, repeats = drop_duplicates(index, report, list(frames.values()))  # one copy of each recording
@@ -360,10 +355,12 @@ def _finish(out: Path, split: SplitConfig, report: pd.DataFrame, index: pd.DataF
     if index.empty:
         raise DataError(f"none of the {len(report)} recordings could be ingested; see {report_path}")
     classes = json.loads((out / cache_io.SETTINGS_FILE).read_text()).get("classes", [])
-    labels = ((row.subject, np.load(cache_io.shard_dir(out, row.shard) / "labels.npy")) for row in index.itertuples())
+    labels = [(row.subject, np.load(cache_io.shard_dir(out, row.shard) / "labels.npy")) for row in index.itertuples()]
     keys = subject_order_keys(index["subject"], [frames[s] for s in index["shard"]])  # the data's order, not the key's
-    splits = split_subjects(index["subject"].tolist(), split, subject_strata(labels, classes),  # stratified by label
+    strata = subject_strata(labels, classes)
+    splits = split_subjects(index["subject"].tolist(), split, strata,  # stratified by label
                             train_only_below_two=True, keys=keys)  # fmt: skip
+    warn_thin_classes(class_subject_counts(labels, classes), min_subjects_per_class, "at ingest")
     index = index.assign(split=index["subject"].map(subject_split(splits)))
     index = index.sort_values("shard").reset_index(drop=True)
     write_json_atomic(out / cache_io.SPLITS_FILE, splits)

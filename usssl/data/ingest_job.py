@@ -32,7 +32,7 @@ from usssl.io.audio import narration_file, read_audio
 from usssl.io.recording import Recording
 from usssl.io.dicom import dicom_subject_id
 from usssl.io.registry import reader_for, recording_stem
-from usssl.io.tables import Tables
+from usssl.io.tables import ALL_FRAMES, Tables
 from usssl.io.video import checked_timing, printable, relative_source
 from usssl.privacy.pseudonym import pseudonym
 from usssl.data.frames import ImagingGeometry, grey, imaging_geometry, resampled_blocks
@@ -51,7 +51,9 @@ class IngestJob:
     Attributes:
         path, root: the file and the ingest root it was found under (absolute or as given).
         source: ``path`` relative to ``root``: the only form of the path in reports.
-        out: the cache folder; shard: the pseudonymous shard id; subject: the pseudonymous subject.
+        out: the cache folder; shard: the pseudonymous shard id; subject: the pseudonymous subject;
+        subject_source: where the subject came from ("subjects table", "DICOM patient ID" or
+        "one per recording"), for the data card.
         size, fps, audio, audio_rate, crop, drop_frozen, drop_doppler: the ingest settings.
         narration: the same-named WAV/FLAC beside the file, or None; format: the reader's name.
         labels, gaze: (frame indices, values) from the side tables, or None.
@@ -64,6 +66,7 @@ class IngestJob:
     out: str = ""
     shard: str = ""
     subject: str = ""
+    subject_source: str = ""
     size: tuple[int, int] = (64, 64)
     fps: float | None = None
     audio: bool = True
@@ -194,7 +197,7 @@ def _ingest(job: IngestJob, seen: dict, notes: list[str]) -> dict:
         if job.audio and rec.audio is not None:
             audio = _cached_audio(rec.audio, written, fps, job.audio_rate)
         spacing = _cached_spacing(rec.spacing_mm, box, size)  # (row, column) mm or None
-        info = {"subject": job.subject, "fps": fps, "height": int(size[0]), "width": int(size[1]),
+        info = {"subject": job.subject, "subject_source": job.subject_source, "fps": fps, "height": int(size[0]), "width": int(size[1]),
                 "has_audio": audio is not None, "has_speech": _has_speech(audio, job.audio_rate),
                 "n_labelled": int((labels >= 0).sum()), "crop_box": list(box),
                 "spacing_mm": None if spacing is None else list(spacing),
@@ -289,9 +292,11 @@ def _write_frames(geo: ImagingGeometry, size, writer: cache_io.ShardWriter, drop
 
 
 def _per_frame(table: tuple[np.ndarray, np.ndarray], n: int, fill, dtype) -> np.ndarray:
-    """Spread (frame indices, values) over (n, ...) source frames, ``fill`` elsewhere."""
+    """Spread (frame indices, values) over (n, ...) source frames, ``fill`` elsewhere; a value at
+    ``ALL_FRAMES`` (a recording-level label) goes to every frame."""
     index, values = table
     out = np.full((n, *values.shape[1:]), fill, dtype=dtype)
+    out[:] = values[index == ALL_FRAMES][-1] if (index == ALL_FRAMES).any() else fill
     keep = (index >= 0) & (index < n)
     out[index[keep]] = values[keep]
     return out
@@ -326,27 +331,27 @@ def make_jobs(files: list[tuple[Path, Path]], tables: Tables, key: bytes, out: P
     """One (picklable) job per recording for the worker processes."""
     sources = [relative_source(path, root) for path, root in files]
     clashes = {s for s in sources if sources.count(s) > 1}
-    jobs, unnamed = [], 0
+    jobs = []
     for (path, root), source in zip(files, sources):
         stem = recording_stem(path)
         found = reader_for(path)
         fmt = found[0] if found is not None else "unknown"
-        patient_id = tables.subjects.get(stem)
+        patient_id, origin = tables.subjects.get(stem), "subjects table"
         if patient_id is None and fmt == "dicom":
             with captured_records([], []):  # pydicom's header warnings reach the report when the file is read
-                patient_id = dicom_subject_id(path)  # PatientID, else StudyInstanceUID; hashed below
-        unnamed += patient_id is None
+                patient_id, origin = dicom_subject_id(path), "DICOM patient ID"  # else StudyInstanceUID; hashed
+        if patient_id is None:
+            origin = "one per recording"
         subject = pseudonym(patient_id if patient_id is not None else stem, key, kind="subject")
         shard_key = str(path.resolve()) if source in clashes else source
         job = IngestJob(path=str(path), root=str(root), source=source, out=str(out),
-                        shard=pseudonym(shard_key, key, kind="shard"), subject=subject, size=tuple(cfg.size),
+                        shard=pseudonym(shard_key, key, kind="shard"), subject=subject, subject_source=origin,
+                        size=tuple(cfg.size),
                         fps=cfg.fps, audio=cfg.audio, audio_rate=cfg.audio_rate, crop=cfg.crop,
                         drop_frozen=bool(cfg.drop_frozen), drop_doppler=bool(cfg.drop_doppler),
                         narration=narration_path(path, stem), format=fmt, labels=tables.labels.get(stem),
                         gaze=tables.gaze.get(stem))  # fmt: skip
         jobs.append(replace(job, input_digest=cache_io.input_digest(job)))
-    if unnamed and tables.subjects:
-        log.warning("%d recording(s) have no row in subjects.csv: each is its own subject", unnamed)
     return jobs
 
 

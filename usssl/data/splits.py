@@ -171,6 +171,39 @@ def subject_strata(labels_by_subject, classes: list[str]) -> dict[str, str]:
     return strata
 
 
+def class_subject_counts(labels_by_subject, classes: list[str]) -> dict[str, int]:
+    """class name -> number of subjects with at least one frame of it (background left out).
+
+    Args: as :func:`subject_strata` (an iterable of (subject, per-frame labels), one per recording).
+    """
+    seen: dict[str, set[str]] = {name: set() for name in classes if name != BACKGROUND}
+    for subject, labels in labels_by_subject:
+        labels = np.asarray(labels)
+        for i in np.unique(labels[labels >= 0]).tolist():
+            name = classes[i] if i < len(classes) else str(i)
+            if name != BACKGROUND:
+                seen.setdefault(name, set()).add(str(subject))
+    return {name: len(subjects) for name, subjects in seen.items()}
+
+
+def thin_classes(counts: dict[str, int], min_subjects: int) -> dict[str, int]:
+    """The classes of ``counts`` (from :func:`class_subject_counts`) labelled in fewer than
+    ``min_subjects`` subjects, but in at least one."""
+    return {name: n for name, n in counts.items() if 0 < n < min_subjects}
+
+
+def warn_thin_classes(counts: dict[str, int], min_subjects: int, when: str) -> dict[str, int]:
+    """Log a warning naming each class labelled in fewer than ``min_subjects`` subjects (with k-fold
+    cross-validation, some folds then train or test without it); returns those classes."""
+    thin = thin_classes(counts, min_subjects)
+    if thin:
+        said = ", ".join(f"{name!r} ({n} subject{'s' if n > 1 else ''})" for name, n in sorted(thin.items()))
+        log.warning("%s: class(es) %s are labelled in fewer than %d subjects: some folds will train or be "
+                    "tested without them; label more subjects, merge the class, or use fewer folds", when, said,
+                    min_subjects)  # fmt: skip
+    return thin
+
+
 def cache_strata(cache) -> dict[str, str]:
     """``subject_strata`` of every recording of a ``usssl.data.cache.Cache``."""
     shards = (cache.shard(s) for s in cache.shard_ids())

@@ -67,6 +67,9 @@ def run(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dic
 
     cache = Cache(cfg.cache_dir)
     classes = cache.classes
+    if ecfg.level == "auto":  # one label per recording (a recording,label table): score recordings
+        ecfg = ecfg.model_copy(update={"level": "recording" if cache.settings.get("label_level") == "recording"
+                                       else "frame"})  # fmt: skip
     manifest_path = Path(cfg.output_dir) / "finetune" / "manifest.json"
     if not manifest_path.is_file():
         raise ConfigError("evaluate: no fine-tuned models found; add a finetune stage before evaluate")
