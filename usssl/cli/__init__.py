@@ -1,4 +1,4 @@
-"""The ``usssl`` command: run, validate, synth, ingest, datacard, deidentify, doctor, predict.
+"""The ``usssl`` command: run, validate, synth, ingest, datacard, deidentify, doctor, predict, compare.
 
 Errors a user can fix (a config typo, a missing path, unreadable data, a full disk) print one line and
 exit with code 2 (config) or 1 (data), without a traceback; Ctrl-C says how to resume (exit 130). Paths,
@@ -16,6 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from usssl.cli.compare import add_compare_parser, cmd_compare  # noqa: F401 (part of the CLI's API)
 from usssl.cli.predict import add_predict_parser, cmd_predict  # noqa: F401 (part of the CLI's API)
 from usssl.errors import ConfigError, UssslError
 
@@ -317,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_doctor)
 
     add_predict_parser(sub)
+    add_compare_parser(sub, with_sets)
     return parser
 
 
@@ -336,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     from usssl.config import check_output_dir, os_error_message  # after --help: argparse has exited then
     try:
-        if args.command in ("ingest", "predict", "synth", "deidentify") and args.out:  # folders they write
+        if args.command in ("ingest", "predict", "synth", "deidentify", "compare") and args.out:  # folders they write
             check_output_dir(args.out, "--out")
         return args.func(args)
     except UssslError as exc:

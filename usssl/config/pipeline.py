@@ -12,11 +12,12 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from usssl.config.base import PATH, SEED_MAX, Strict
+from usssl.config.compare import compare_config
 from usssl.config.sections import DataConfig, EncoderConfig, TrackingConfig, TrainerConfig  # noqa: F401
 from usssl.config.stages import (EvaluateConfig, ExportConfig, FinetuneConfig, IngestConfig, PretrainBase,
                                  PretrainConfig, SaliencyConfig)
 
-STAGE_NAMES = ("ingest", "pretrain", "finetune", "evaluate", "saliency", "export")
+STAGE_NAMES = ("ingest", "pretrain", "finetune", "evaluate", "saliency", "export", "compare")
 REPEATABLE_STAGES = ("pretrain",)
 """Stage kinds that may appear more than once (each pretrain stage with its own ``name``); a second
 stage of any other kind would overwrite the first one's outputs, so it is an error."""
@@ -24,6 +25,8 @@ stage of any other kind would overwrite the first one's outputs, so it is an err
 
 def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], type[Strict]]:
     """(StageEntry, PipelineConfig) classes whose pretrain stage is validated by ``pretrain_config``."""
+
+    compare_cls = compare_config(pretrain_config)
 
     class StageEntry(Strict):
         """One ``- <stage>: {...}`` item of ``stages``; exactly one key is set."""
@@ -34,6 +37,7 @@ def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], typ
         evaluate: EvaluateConfig | None = None
         saliency: SaliencyConfig | None = None
         export: ExportConfig | None = None
+        compare: compare_cls | None = None
 
         @model_validator(mode="before")
         @classmethod
