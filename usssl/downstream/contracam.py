@@ -181,7 +181,8 @@ def region_like(region: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def contracam(scorer: ContrastiveScorer, frames: torch.Tensor, region: torch.Tensor | None = None,
-              iterations: int = 1, clamp: bool = True, layer: str | None = None) -> torch.Tensor:
+              iterations: int = 1, clamp: bool = True, layer: str | None = None,
+              every: bool = False) -> torch.Tensor | list[torch.Tensor]:
     """ContraCAM masks of a batch of frames, with iterative refinement (module docstring).
 
     Args:
@@ -191,16 +192,17 @@ def contracam(scorer: ContrastiveScorer, frames: torch.Tensor, region: torch.Ten
         iterations: T; each fills the found region with the batch mean and adds a CAM (running max).
         clamp: clamp the channel weights at 0 (the paper); False for the unclamped ablation.
         layer: the hooked module's name inside ``scorer`` (default ``encoder.<feature_layer>``).
+        every: return the running mask after every iteration (a list of T), not only the last.
 
     Returns:
-        (B, 1, H, W) masks in [0, 1].
+        (B, 1, H, W) masks in [0, 1] (or the list of them).
     """
     name = layer or f"encoder.{feature_layer(scorer.encoder)}"
     size = tuple(frames.shape[-2:])
     inside = None if region is None else region_like(region, frames[:, :1])
     fill = frames.mean() if inside is None else frames[:, :1][inside].mean()  # the batch mean intensity
     scorer.reset()
-    image, mask = frames, None
+    image, mask, masks = frames, None, []
     try:
         with hooked(scorer, name) as hooks:
             for _ in range(max(1, iterations)):
@@ -213,10 +215,11 @@ def contracam(scorer: ContrastiveScorer, frames: torch.Tensor, region: torch.Ten
                     scorer.queues.append(projection)
                 cam = weighted_cam(acti[0].detach(), grad[0].detach(), size, clamp, inside)
                 mask = cam if mask is None else torch.maximum(mask, cam)
+                masks.append(mask)
                 image = frames * (1 - mask) + fill * mask
     finally:
         scorer.reset()
-    return mask
+    return masks if every else mask
 
 
 def gradcam(classifier: nn.Module, frames: torch.Tensor, layer: str, class_idx: torch.Tensor | None = None,
