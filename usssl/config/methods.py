@@ -167,9 +167,54 @@ class CVRLConfig(Strict):
         return self
 
 
+class FrameContrastiveConfig(Strict):
+    """Frame-level SimCLR (Chen et al., ICML 2020), the encoder ContraCAM explains (Mo et al., NeurIPS 2021).
+
+    Two views of one cached frame, NT-Xent, an MLP projector. The view augmentation is CVRL's (same
+    field names, ±25% intensity jitter for B-mode, see ``CVRLConfig``). ``object_crop`` and
+    ``bg_mixup`` need ``objects_from``: the ``objects/`` folder a ``localise`` stage wrote.
+    """
+
+    frame_stride: int = Field(1, ge=1, description="draw from every n-th cached frame")
+    frames_per_epoch: int = Field(2048, ge=2, le=MAX_PER_EPOCH, description="frames drawn per epoch")
+    temperature: float = Field(0.1, ge=1e-3, le=100, description="NT-Xent temperature τ (SimCLR: 0.1–0.5)")
+    head_layers: int = Field(1, ge=0, description="hidden [Linear, BN, ReLU] blocks of the projector (SimCLR: 1)")
+    head_hidden_dim: int | None = Field(None, ge=8, description="projector width; null: the encoder's out_dim")
+    crop_area: tuple[float, float] = Field((0.3, 1.0), description="random resized crop: area fraction range")
+    crop_aspect: tuple[float, float] = Field((0.5, 2.0), description="random resized crop: aspect ratio range")
+    flip_p: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    jitter_p: float = Field(0.8, ge=0, le=1, description="probability of the intensity jitter")
+    brightness: float = Field(0.25, ge=0, lt=1, description="brightness factor in [1−b, 1+b] (ours, as CVRL)")
+    contrast: float = Field(0.25, ge=0, lt=1, description="contrast factor in [1−c, 1+c]")
+    gamma: float = Field(0.25, ge=0, description="gamma drawn log-uniformly in [1/(1+g), 1+g]")
+    blur_p: float = Field(0.5, ge=0, le=1, description="probability of a Gaussian blur")
+    blur_sigma: tuple[float, float] = Field((0.1, 2.0), description="blur σ range in pixels at 224 px")
+    objects_from: str | None = Field(None, description="folder of per-recording object maps (<shard>.npz) from a "
+                                     "localise stage (its objects/ folder); needed by object_crop and bg_mixup",
+                                     json_schema_extra=PATH)
+    object_crop: bool = Field(False, description="crop each frame to its ContraCAM box before the two views (Mo et al.)")
+    bg_mixup: bool = Field(False, description="query view = mask·frame + (1 − mask)·another frame's background (Mo et al.)")
+    bg_threshold: float = Field(0.2, ge=0, le=1, description="bg_mixup: the mask is cut here to find the object (paper: 0.2)")
+    bg_p: float = Field(0.4, ge=0, le=1, description="bg_mixup: probability of making a frame's background (paper: 0.4)")
+    bg_queue: int = Field(50, ge=1, description="bg_mixup: FIFO of recent backgrounds used as fallback (paper: 50)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "FrameContrastiveConfig":
+        for name in ("crop_area", "crop_aspect", "blur_sigma"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must satisfy 0 < min <= max, got [{lo}, {hi}]")
+        if self.crop_area[1] > 1:
+            raise ValueError(f"crop_area max must be <= 1, got {self.crop_area[1]}")
+        if (self.object_crop or self.bg_mixup) and not self.objects_from:
+            raise ValueError("object_crop and bg_mixup need objects_from: the objects/ folder of a localise stage")
+        return self
+
+
 METHOD_SETTINGS: dict[str, type[Strict]] = {
     "video_speech": VideoSpeechConfig,  # Jiao et al., MICCAI 2020
     "order_transform": OrderTransformConfig,  # Jiao et al., ISBI 2020
     "cvrl": CVRLConfig,  # Qian et al., CVPR 2021
+    "frame_contrastive": FrameContrastiveConfig,  # SimCLR frames for ContraCAM (Mo et al., NeurIPS 2021)
 }
 """``pretrain.method`` → its settings class (also the ``pretrain.<method>`` key of those settings)."""

@@ -14,10 +14,10 @@ from pydantic import Field, model_validator
 from usssl.config.base import PATH, SEED_MAX, Strict
 from usssl.config.compare import compare_config
 from usssl.config.sections import DataConfig, EncoderConfig, TrackingConfig, TrainerConfig  # noqa: F401
-from usssl.config.stages import (EvaluateConfig, ExportConfig, FinetuneConfig, IngestConfig, PretrainBase,
-                                 PretrainConfig, SaliencyConfig)
+from usssl.config.stages import (EvaluateConfig, ExportConfig, FinetuneConfig, IngestConfig, LocaliseConfig,
+                                 PretrainBase, PretrainConfig, SaliencyConfig)
 
-STAGE_NAMES = ("ingest", "pretrain", "finetune", "evaluate", "saliency", "export", "compare")
+STAGE_NAMES = ("ingest", "pretrain", "finetune", "evaluate", "saliency", "localise", "export", "compare")
 REPEATABLE_STAGES = ("pretrain",)
 """Stage kinds that may appear more than once (each pretrain stage with its own ``name``); a second
 stage of any other kind would overwrite the first one's outputs, so it is an error."""
@@ -36,6 +36,7 @@ def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], typ
         finetune: FinetuneConfig | None = None
         evaluate: EvaluateConfig | None = None
         saliency: SaliencyConfig | None = None
+        localise: LocaliseConfig | None = None
         export: ExportConfig | None = None
         compare: compare_cls | None = None
 
@@ -112,7 +113,8 @@ def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], typ
                 raise ValueError(f"stages: pretrain stages need distinct names (got {names}); set pretrain.name")
             fine = self.stage("finetune")
             known = {"random", "pretrain", *names}
-            for kind, body in (("finetune", fine), ("saliency", self.stage("saliency"))):
+            for kind, body in (("finetune", fine), ("saliency", self.stage("saliency")),
+                               ("localise", self.stage("localise"))):
                 allowed = known | {"supervised"} if kind == "finetune" else known
                 for init in body.inits if body is not None else []:
                     if init not in allowed:

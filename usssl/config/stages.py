@@ -90,7 +90,8 @@ class PretrainBase(Strict):
         return steps
 
 
-METHOD_HELP = {"video_speech": "Jiao MICCAI 2020", "order_transform": "Jiao ISBI 2020", "cvrl": "Qian CVPR 2021"}
+METHOD_HELP = {"video_speech": "Jiao MICCAI 2020", "order_transform": "Jiao ISBI 2020", "cvrl": "Qian CVPR 2021",
+               "frame_contrastive": "SimCLR frames, Mo NeurIPS 2021"}
 
 
 def build_pretrain_config(settings: dict[str, type[Strict]] | None = None) -> type[PretrainBase]:
@@ -217,6 +218,42 @@ class SaliencyConfig(Strict):
         missing = [k for k in ("screen_width_px", "screen_width_mm", "distance_mm") if getattr(self, k) is None]
         if self.sigma_deg is not None and missing:
             raise ValueError(f"sigma_deg needs the viewing geometry: set {', '.join(missing)} (or use sigma_px)")
+        return self
+
+
+class LocaliseConfig(Strict):
+    """Label-free anatomy localisation with ContraCAM (Mo et al., NeurIPS 2021; METHODS.md §6).
+
+    Writes per-frame masks and boxes (``localise/<init>/objects/<shard>.npz``, the input of
+    ``pretrain.frame_contrastive.objects_from``), ``boxes.csv`` and overlay PNGs; scores them where
+    the cache holds anatomy masks.
+    """
+
+    inits: list[str] = Field(default_factory=lambda: ["pretrain"],
+                             description="encoders to explain: random (no projector), pretrain (every pretrain "
+                             "stage) or a pretrain stage's name; a frame_contrastive encoder brings its projector")
+    split: Literal["train", "val", "test", "all"] = Field(
+        "test", description="the ingest split whose recordings are localised (all: every recording, e.g. to "
+        "give frame_contrastive's object_crop maps of its training frames)")
+    frame_stride: int = Field(4, ge=1, description="localise every n-th cached frame")
+    batch_size: int = Field(32, ge=2, le=MAX_BATCH, description="frames scored together (each frame's negatives)")
+    iterations: int = Field(10, ge=1, le=50, description="refinement iterations T for the boxes (paper: 10)")
+    mask_iterations: int = Field(1, ge=1, le=50, description="refinement iterations T for the masks (paper: 1)")
+    restrict: bool = Field(True, description="restrict the maps to the imaging region (otherwise the fan edge "
+                           "and the black padding dominate)")
+    expand_resolution: bool = Field(False, description="stride 1 in the encoder's last stage: 2× finer maps")
+    threshold: float = Field(0.5, gt=0, lt=1, description="boxes: pixels above this × the map's maximum (paper: 0.5)")
+    min_area: float = Field(0.01, ge=0, lt=1, description="boxes: drop components whose box covers less of the "
+                            "frame (paper: 0.01)")
+    margin: float = Field(0.2, ge=0, le=1, description="boxes: widened by this fraction of their size per side "
+                          "(paper: 0.2)")
+    n_overlays: int = Field(8, ge=0, description="frames drawn as frame | map + boxes PNGs per init")
+
+    @model_validator(mode="after")
+    def _iterations(self) -> "LocaliseConfig":
+        if self.mask_iterations > self.iterations:
+            raise ValueError(f"mask_iterations ({self.mask_iterations}) must be <= iterations ({self.iterations}): "
+                             "the masks are taken along the boxes' refinement")
         return self
 
 

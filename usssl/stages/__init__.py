@@ -20,6 +20,7 @@ STAGES: dict[str, str] = {
     "finetune": "usssl.stages.finetune",
     "evaluate": "usssl.stages.evaluate",
     "saliency": "usssl.stages.saliency",
+    "localise": "usssl.stages.localise",
     "export": "usssl.stages.export",
     "compare": "usssl.stages.compare",
 }

@@ -120,8 +120,9 @@ def train_encoder(cfg: PipelineConfig, pcfg, cache, shards: list[str], split: st
     trainer = build_trainer(cfg, stage, tracker, pcfg.max_epochs, pcfg.max_steps, metric_prefix=metric_prefix)
     trainer.fit(module, loader, ckpt_path=resume_checkpoint(cfg, stage) if resume else None)
     if trainer.global_rank == 0:
+        extras = module.checkpoint_extras() if hasattr(module, "checkpoint_extras") else {}  # e.g. a projector
         save_encoder(folder / "encoder.pt", module.encoder, pcfg.encoder, method=pcfg.method, name=name,
-                     fold=fold, seed=seed)
+                     fold=fold, seed=seed, **extras)
         if cfg.tracking.log_checkpoints:
             tracker.log_artifact(folder / "encoder.pt", f"checkpoints/{folder.name}" if metric_prefix else "checkpoints")
     final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("_epoch")}
