@@ -63,10 +63,15 @@ def input_paths(cfg) -> list[InputPath]:
         out += [InputPath(f"data.sources[{i}]", s, "source") for i, s in enumerate(d.sources)]
         out += [InputPath(f"data.{k}", getattr(d, k), "file") for k in ("labels_csv", "gaze_csv", "subjects_csv")
                 if getattr(d, k)]
-    else:  # no ingest stage: the stages read an existing cache
+    elif any(e.kind != "compare" for e in cfg.stages):  # no ingest stage: the stages read an existing cache
         out.append(InputPath("data.cache_dir" if d.cache_dir else "output_dir (its cache/ folder)",
                              str(cfg.cache_dir), "cache"))
     for i, entry in enumerate(cfg.stages):
+        if entry.kind == "compare":  # each task reads its own cache; a checkpoint encoder its file
+            out += [InputPath(f"stages[{i}].compare.tasks[{j}].cache", t.cache, "cache")
+                    for j, t in enumerate(entry.body.tasks)]
+            out += [InputPath(f"stages[{i}].compare.encoders[{j}].checkpoint", e.checkpoint, "file")
+                    for j, e in enumerate(entry.body.encoders) if e.checkpoint]
         speech = getattr(entry.body, "speech", None)
         if speech is not None and speech.encoder in ("wav2vec2", "hubert") and speech.pretrained_path:
             out.append(InputPath(f"stages[{i}].pretrain.speech.pretrained_path", speech.pretrained_path,
