@@ -16,7 +16,7 @@ the rounds alternate plain / usssl so that load from other processes hits both a
 table reports the median over rounds. The one-off cost of starting ``trainer.fit`` (and saving
 its checkpoint) is reported separately. Writes ``benchmarks/results/train-cpu-2core.md``.
 
-    python benchmarks/bench_train.py                      # a few minutes on a 2-core CPU
+    python benchmarks/bench_train.py                      # 30 timed steps × 5 rounds: ~30 min on a 2-core CPU
     python benchmarks/bench_train.py --steps 4 --rounds 1 --out /tmp/bench.md   # quick look
 """
 
@@ -183,9 +183,11 @@ def run_usssl(cfg, module, loader, warmup: int, tracker) -> tuple[tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--encoder", default="resnet18")
-    parser.add_argument("--steps", type=int, default=6, help="training steps per run, warm-up included")
+    parser.add_argument("--steps", type=int, default=32, help="training steps per run, warm-up included "
+                        "(default: 30 timed steps, the robust setting of issue 19)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating plain/usssl runs per method")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating plain/usssl runs per method (≥ 5 for "
+                        "a stated spread)")
     parser.add_argument("--methods", nargs="+", default=list(ITEMS))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train-cpu-2core.md")
     args = parser.parse_args()
@@ -204,6 +206,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("USSSL_SUBJECT_KEY", "bench")
     torch.set_num_threads(os.cpu_count() or 1)
+    load_before = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").is_file() else ["n/a"]
     audio_rate = 16000
     tmp = Path(tempfile.mkdtemp(prefix="usssl-bench-train-"))
     cfg = PipelineConfig.model_validate({"name": "bench_train", "output_dir": str(tmp), "trainer": {"progress": False},
@@ -238,7 +241,11 @@ def main() -> None:
              f"threads {torch.get_num_threads()}. Encoder {args.encoder} per frame on {SIZE}×{SIZE} frames, "
              f"fp32, Adam, gradient clipping {clip}. {args.steps} steps per run, the first {args.warmup} "
              f"not timed; {args.rounds} alternating rounds, medians shown. Inputs are pre-generated random "
-             "tensors, identical for both loops. Overhead = usssl step time / plain step time − 1.", "",
+             "tensors, identical for both loops. Overhead = usssl step time / plain step time − 1. "
+             f"Command: python benchmarks/bench_train.py --steps {args.steps} --warmup {args.warmup} --rounds "
+             f"{args.rounds}. Load average before: {' '.join(load_before)}; after: "
+             f"{' '.join(Path('/proc/loadavg').read_text().split()[:3]) if Path('/proc/loadavg').is_file() else 'n/a'}.",
+             "",
              "| method | one clip (item) | batch | plain (clips/s) | usssl (clips/s) | overhead (wall) "
              "| overhead (CPU time) | wall overhead per round (%) | fit start-up + warm-up + teardown |",
              "|---|---|---|---|---|---|---|---|---|"]
