@@ -18,10 +18,10 @@ L = α·L_cls + β·L_cont + γ·L_ord (paper Sec. 2.3, α = β = γ = 1):
   (``methods/order_heads.py``).
 
 The cross-modal terms count only high-affinity pairs (the paper's gate, ``self_paced: gate``): a
-low-affinity pair has weight 0 and its speech is no negative of the others; the dataset draws a
-share ``speech.low_affinity_share`` of such pairs, which still feed L_ord. ``none`` counts every
-sampled pair (the ablation without affinity); ``spl_*`` admits pairs in order of affinity ×
-easiness, a fraction of the batch that grows every epoch (our extension). Each level's share of
+low-affinity pair has weight 0 and (in the hard forms) its speech is no negative of the others; the
+dataset draws a share ``speech.low_affinity_share`` of such pairs, which still feed L_ord. ``none``
+counts every sampled pair (the ablation without affinity); ``spl_*`` admits pairs in order of
+affinity × easiness, a fraction of the batch that grows every epoch (our extension). Each level's share of
 L_cont is logged (``contrastive_high``, ``contrastive_low``).
 
     >>> module = VideoSpeechModule(cfg.stage("pretrain"), audio_rate=16000)
