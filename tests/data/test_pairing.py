@@ -80,3 +80,64 @@ def test_hard_positive_same_interval_other_time_hard_negative_nearby(corpus_cach
     assert first == [int(ds[i]["frame"]) for i in range(len(ds))]  # deterministic in (seed, epoch, index)
     ds.set_epoch(1)
     assert first != [int(ds[i]["frame"]) for i in range(len(ds))]  # fresh draws each epoch
+
+
+class _Shard:
+    def __init__(self, frames, audio, subject, fps=15):
+        self.frames, self.audio, self.subject, self.fps = frames, audio, subject, fps
+
+
+class _FakeCache:
+    """Three scans at 15 fps, audio at 8 kHz: ``talk`` (2 intervals: a loud tone, then faint noise),
+    ``mute`` (no audio; frames all 200), ``short`` (one interval, mostly tone)."""
+
+    settings = {"audio_rate": 8000}
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        t = np.arange(4 * 8000) / 8000
+        talk = np.where(t < 2.0, 0.3 * np.sin(2 * np.pi * 220 * t), 0.0) + 0.001 * rng.standard_normal(t.size)
+        ts = t[: 8000 * 4 // 3]  # 20 frames = 1.33 s, a tone over 0.2–1.2 s
+        short = np.where((ts > 0.2) & (ts < 1.2), 0.3 * np.sin(2 * np.pi * 220 * ts), 0.0)
+        short += 0.001 * rng.standard_normal(ts.size)
+        self.shards = {"talk": _Shard(np.zeros((60, 8, 8), np.uint8), talk.astype(np.float32), "a"),
+                       "mute": _Shard(np.full((60, 8, 8), 200, np.uint8), None, "b"),
+                       "short": _Shard(np.zeros((20, 8, 8), np.uint8), short.astype(np.float32), "c")}
+
+    def shard(self, shard_id):
+        return self.shards[shard_id]
+
+
+def test_low_affinity_intervals_are_drawn_at_their_share():
+    from usssl.data.datasets import AudioVisualDataset
+
+    cache = _FakeCache()
+    ds = AudioVisualDataset(cache, ["talk"], split=None, window_s=0.2, pairs_per_epoch=200, low_affinity_share=0.3)
+    assert ds.n_high_affinity == 1 and ds.n_low_affinity == 1
+    items = [ds[i] for i in range(len(ds))]
+    low = [it for it in items if float(it["affinity"]) < 0.5]
+    assert 0.2 < len(low) / len(items) < 0.4
+    assert all(int(it["interval"]) == 1 and int(it["neg_interval"]) == 0 for it in low)
+    only_high = AudioVisualDataset(cache, ["talk"], split=None, window_s=0.2, pairs_per_epoch=50)
+    assert all(float(only_high[i]["affinity"]) >= 0.5 for i in range(50))
+
+
+def test_order_clips_come_from_every_scan_speech_or_not():
+    from usssl.data.datasets import AudioVisualDataset
+
+    ds = AudioVisualDataset(_FakeCache(), ["talk", "mute"], split=None, window_s=0.2, pairs_per_epoch=100,
+                            order_frames=4, order_stride=2)
+    from_mute = sum(float(ds[i]["order_clip"].max()) > 0.5 for i in range(len(ds)))  # mute frames are 200/255
+    assert ds[0]["order_clip"].shape == (1, 4, 8, 8)
+    assert 30 < from_mute < 70  # both scans have 60 frames: about half from the speechless one
+
+
+def test_a_one_interval_scan_takes_no_hard_negative_from_its_own_interval():
+    from usssl.data.datasets import AudioVisualDataset
+
+    ds = AudioVisualDataset(_FakeCache(), ["short"], split=None, window_s=0.2, pairs_per_epoch=20)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert int(item["interval"]) == 0 and int(item["neg_interval"]) == -1 == int(item["hard_neg_frame"])
+        assert float(item["hard_neg_valid"]) == 0.0 and float(item["audio_hard_neg"].abs().max()) == 0.0
+        assert int(item["hard_pos_frame"]) != int(item["frame"])

@@ -237,3 +237,27 @@ def test_espeak_voice_uses_the_binary(tmp_path: Path, monkeypatch: pytest.Monkey
         np.testing.assert_array_equal(scan.frames, render_scan(0, SEED, **SETTINGS).frames)
     finally:
         voice_mod._espeak_cached.cache_clear()
+
+
+def test_naming_fraction_sets_how_often_the_word_names_the_plane_and_nothing_else():
+    settings = dict(duration_s=60.0, fps=5, size=(48, 48), audio_rate=8000, speak_fraction=1.0)
+    named = [render_scan(k, SEED, **settings) for k in range(3)]
+    some = [render_scan(k, SEED, naming_fraction=0.3, **settings) for k in range(3)]
+    quiet = [render_scan(k, SEED, naming_fraction=0.3, unnamed="silence", **settings) for k in range(3)]
+
+    def plane_words(scan):  # words that name the plane on screen at their middle
+        return [w.word == PLANES[scan.labels[int((w.start_s + w.end_s) / 2 * scan.fps)]] for w in scan.words]
+
+    assert all(all(plane_words(s)) for s in named)  # the default: speech is a label channel
+    share = np.mean([x for s in some for x in plane_words(s)])
+    assert 0.15 < share < 0.45
+    assert {w.word for s in some for w in s.words} - set(PLANES) <= set(__import__(
+        "usssl.data.synth.scan", fromlist=["FILLER_WORDS"]).FILLER_WORDS)
+    assert all(all(plane_words(s)) for s in quiet)  # silence: only plane names, fewer of them
+    assert sum(len(s.words) for s in quiet) < 0.5 * sum(len(s.words) for s in named)
+    for a, b in zip(named, some):  # the naming never changes the frames or labels
+        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.labels, b.labels)
+    explicit = render_scan(0, SEED, naming_fraction=1.0, **settings)
+    assert np.array_equal(explicit.audio, named[0].audio)
+    with pytest.raises(ConfigError, match="naming_fraction"):
+        generate(Path("unused"), subjects=1, naming_fraction=1.5)

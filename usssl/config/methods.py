@@ -36,6 +36,9 @@ class SpeechConfig(Strict):
     affinity_threshold: float = Field(0.5, ge=0, le=1, description="high affinity: speech fraction >=")
     pairs_per_interval: int = Field(2, ge=1, description="K pair groups per high-affinity interval (paper: 2)")
     hard_negative_range: int = Field(5, ge=2, description="D: hard negatives from intervals T+δ, 0<|δ|<D")
+    low_affinity_share: float = Field(
+        0.25, ge=0, lt=1, description="share of pairs drawn from low-affinity intervals (noise, silence; the "
+        "gate drops them from the cross-modal terms, self-paced admits them last); 0: high-affinity only")
     vad: Literal["energy", "silero"] = Field(
         "energy", description="voice activity: energy (the paper's, speech/vad.py) or silero (the silero-vad "
         "model inside its wheel, offline; better in noise, slower)")
@@ -59,18 +62,46 @@ class VideoSpeechConfig(Strict):
     """The video–speech losses (Jiao et al., MICCAI 2020): L = α·L_cls + β·L_cont + γ·L_ord."""
 
     contrastive: Literal["infonce", "infonce_hard", "eq2_clamped"] = Field(
-        "infonce_hard", description="infonce: symmetric CLIP-style; infonce_hard: + the hard negative in the "
-        "denominator (safe Eq. 2); eq2_clamped: Eq. 2 with its numerator clamped")
-    normalize: bool = Field(True, description="L2-normalise embeddings (the paper: raw dot products)")
+        "infonce_hard", description="infonce: symmetric CLIP-style (no hard pairs); infonce_hard: the positive "
+        "and the hard positive over the batch + the hard negative (safe Eq. 2); eq2_clamped: Eq. 2 with the "
+        "hard positive, continued linearly where its numerator would be <= 0")
+    normalize: bool = Field(True, description="L2-normalise embeddings (the paper: raw dot products; then "
+                            "set pretrain.temperature: 1 for the paper's 'no temperature')")
     alpha: float = Field(1.0, ge=0, description="weight of L_cls, the 2-way correspondence classifier")
     beta: float = Field(1.0, ge=0, description="weight of L_cont")
     gamma: float = Field(1.0, ge=0, description="weight of L_ord, 4-frame order (12 classes) on all intervals")
     order_stride: int = Field(4, ge=1, description="cached frames between the 4 frames of the order clip")
-    self_paced: Literal["gate", "spl_hard", "spl_linear"] = Field(
-        "gate", description="gate: cross-modal terms on high-affinity pairs only (the paper); spl_*: also "
-        "weight pairs by their loss against a growing pace (ours)")
-    pace_start: float = Field(2.0, gt=0, description="spl: initial pace λ (loss units)")
-    pace_growth: float = Field(1.3, ge=1, description="spl: λ multiplied by this every epoch")
+    order_grid: int = Field(
+        4, ge=0, le=8, description="L_ord: each frame's feature is the encoder's last map pooled to grid × grid "
+        "(ours, as order_transform: a global pool is blind to the probe motion); 0: the pooled encoder output")
+    order_pairs: bool = Field(True, description="L_ord: the head sees every frame pair as [g_i − g_j, "
+                              "abs(g_i − g_j)] through one shared layer (ours); false: frames concatenated")
+    order_branch_dim: int = Field(256, ge=8, description="width of the order head's layers")
+    self_paced: Literal["gate", "none", "spl_hard", "spl_linear"] = Field(
+        "gate", description="gate: cross-modal terms on high-affinity pairs only (the paper); none: every "
+        "sampled pair counts (the ablation without affinity); spl_*: pairs admitted in order of affinity × "
+        "easiness, a growing fraction of each batch (ours)")
+    pace_start_fraction: float = Field(0.5, gt=0, le=1, description="spl: fraction of each batch's pairs "
+                                       "admitted at the start")
+    pace_growth: float = Field(1.3, ge=1, description="spl: the admitted fraction is multiplied by this every "
+                               "epoch, up to 1")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "pace_start" in data:
+            raise ValueError("pace_start was renamed pace_start_fraction: the pace is now the fraction of each "
+                             "batch's pairs admitted at the start (0 … 1, e.g. 0.5), not a loss value")
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> "VideoSpeechConfig":
+        if self.contrastive == "infonce" and not self.normalize:
+            raise ValueError("contrastive 'infonce' always L2-normalises; set normalize: true, or use "
+                             "infonce_hard / eq2_clamped for raw dot products")
+        if self.alpha == self.beta == self.gamma == 0:
+            raise ValueError("alpha, beta and gamma are all 0: nothing to learn")
+        return self
 
 
 class OrderTransformConfig(Strict):

@@ -22,6 +22,10 @@ class SynthConfig(Strict):
     duration_s: float = Field(40.0, gt=1.0, le=3600.0, description="length of each scan in seconds")
     voice: Literal["builtin", "espeak"] = "builtin"
     size: tuple[int, int] = Field((160, 160), description="frame height, width in pixels: even, 48 … 2048")
+    naming_fraction: float = Field(1.0, ge=0, le=1, description="how often a spoken word names the plane on "
+                                   "screen (1: the speech is a label channel); the others: see unnamed")
+    unnamed: Literal["filler", "silence"] = Field("filler", description="the words that do not name the plane: "
+                                                   "filler words (naming no plane), or silence")
 
     @field_validator("size")
     @classmethod

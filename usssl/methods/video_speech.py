@@ -7,14 +7,22 @@ moment embed close together and apart from the other pairs of the batch.
 
 L = α·L_cls + β·L_cont + γ·L_ord (paper Sec. 2.3, α = β = γ = 1):
 
-- L_cont: the hard-negative contrastive loss of Eq. 2 in a numerically safe form
+- L_cont: the hard-negative contrastive loss of Eq. 2 in a numerically safe form, with the hard
+  positive (same interval, another time) as a second positive
   (``self_paced.video_speech_contrastive``; default ``infonce_hard``), or the symmetric InfoNCE;
 - L_cls: cross-entropy of a 2-way "do these correspond?" classifier on the concatenated projected
-  embeddings, positives (v, s) against (v, s') with s' the hard negative;
-- L_ord: 4-frame order prediction, 12 classes, on a clip from any interval (video only).
+  embeddings: (v, s) and (v, s⁺) are positives (half an example each, ours), (v, s') with s' the
+  hard negative the negative;
+- L_ord: 4-frame order prediction, 12 classes, on a clip from any interval of any training scan
+  (video only), from grid-pooled frame features through a pairwise-difference head
+  (``methods/order_heads.py``).
 
-The cross-modal terms count only high-affinity pairs (the paper's gate); ``self_paced: spl_*``
-also weights pairs by their current loss against a pace that grows every epoch (our extension).
+The cross-modal terms count only high-affinity pairs (the paper's gate, ``self_paced: gate``): a
+low-affinity pair has weight 0 and (in the hard forms) its speech is no negative of the others; the
+dataset draws a share ``speech.low_affinity_share`` of such pairs, which still feed L_ord. ``none``
+counts every sampled pair (the ablation without affinity); ``spl_*`` admits pairs in order of
+affinity × easiness, a fraction of the batch that grows every epoch (our extension). Each level's share of
+L_cont is logged (``contrastive_high``, ``contrastive_low``).
 
     >>> module = VideoSpeechModule(cfg.stage("pretrain"), audio_rate=16000)
     >>> loss = module.training_step(batch, 0)   # logs train/contrastive, cls, order_ce, pace…
@@ -31,7 +39,8 @@ from usssl.config import PretrainConfig
 from usssl.engine.optim import configure_optimization
 from usssl.data.augment import ClipAugment
 from usssl.methods.losses import info_nce
-from usssl.methods.order import order_classes, sample_orders, shuffle_frames
+from usssl.methods.order import sample_orders, shuffle_frames
+from usssl.methods.order_heads import PairwiseOrderHead, frame_grid_features, map_channels
 from usssl.methods.self_paced import SelfPacedWeights, video_speech_contrastive
 from usssl.models.encoders import build_encoder, build_speech_encoder
 from usssl.models.heads import mlp
@@ -89,9 +98,12 @@ class VideoSpeechModule(L.LightningModule):
         d = cfg.projection_dim
         # fusion of g_v and g_s → "do these correspond?" (L_cls)
         self.correspondence = mlp(2 * d, d, 2, batch_norm=False)
-        n_order = len(order_classes(ORDER_FRAMES))
-        self.order_head = mlp(ORDER_FRAMES * self.encoder.out_dim, 256, n_order, batch_norm=False)  # L_ord: 12 classes
-        self.pacer = SelfPacedWeights(vs.pace_start, vs.pace_growth, "linear" if vs.self_paced == "spl_linear" else "hard")
+        grid = vs.order_grid
+        feature_dim = map_channels(self.encoder, "pretrain.video_speech.order_grid") * grid**2 if grid \
+            else self.encoder.out_dim
+        self.order_head = PairwiseOrderHead(feature_dim, ORDER_FRAMES, vs.order_branch_dim, vs.order_pairs)  # 12 classes
+        self.pacer = SelfPacedWeights(vs.pace_start_fraction, vs.pace_growth,
+                                      "linear" if vs.self_paced == "spl_linear" else "hard")
 
     def _standardise(self, video: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) in [0, 1] → augmented (training) and roughly standardised."""
@@ -110,38 +122,58 @@ class VideoSpeechModule(L.LightningModule):
 
     def order_loss(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """L_ord on (B, 1, 4, H, W) clips in time order: shuffle, encode each frame, classify."""
-        b = clip.shape[0]
-        perms, labels = sample_orders(b, ORDER_FRAMES, device=clip.device)
+        perms, labels = sample_orders(clip.shape[0], ORDER_FRAMES, device=clip.device)
         shuffled = shuffle_frames(self._standardise(clip), perms)  # (B, 1, 4, H, W)
-        frames = shuffled.permute(0, 2, 1, 3, 4).reshape(b * ORDER_FRAMES, 1, 1, *clip.shape[-2:])
-        feats = self.encoder(frames).view(b, -1)  # (B, 4·D), frame order kept
-        logits = self.order_head(feats)
+        logits = self.order_head(frame_grid_features(self.encoder, shuffled, self.cfg.video_speech.order_grid))
         return F.cross_entropy(logits, labels), (logits.argmax(1) == labels).float().mean()
+
+    def pair_weights(self, per_pair: torch.Tensor, affinity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) per-pair weights of the cross-modal terms and (B,) the high-affinity gate.
+
+        gate: the gate itself (the paper); none: 1 for every pair; spl_*: the pacer on affinity × easiness.
+        """
+        gate = (affinity >= self.cfg.speech.affinity_threshold).to(per_pair.dtype)  # (B,) the paper's gate
+        mode = self.cfg.video_speech.self_paced
+        if mode == "gate":
+            return gate, gate
+        if mode == "none":
+            return torch.ones_like(gate), gate
+        return self.pacer(per_pair.detach(), affinity), gate
+
+    def correspondence_loss(self, z_video, z_speech, z_pos, z_neg, weight, neg_valid) -> torch.Tensor:
+        """L_cls: (v, s) and (v, s⁺) labelled 1 (half an example each), (v, s') labelled 0; weighted mean."""
+        pairs = torch.cat([torch.cat([z_video, z], 1) for z in (z_speech, z_pos, z_neg)])  # (3B, 2d)
+        ce = F.cross_entropy(self.correspondence(pairs), torch.cat([torch.ones(2 * len(weight)),
+                             torch.zeros(len(weight))]).long().to(z_video.device), reduction="none")
+        ce_s, ce_pos, ce_neg = ce.view(3, -1)  # (B,) each
+        per_row = 0.5 * (ce_s + ce_pos) + neg_valid * ce_neg
+        return (weight * per_row).sum() / (weight * (1 + neg_valid)).sum().clamp_min(1e-8)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         vs = self.cfg.video_speech
         z_video, z_speech = self.embed(batch)  # (B, d) each
         size = z_video.shape[0]
-        gate = (batch["affinity"] >= self.cfg.speech.affinity_threshold).float()  # (B,) the paper's gate
-        needs_negative = vs.contrastive != "infonce" or vs.alpha > 0
-        z_neg = self.embed_speech(batch["audio_hard_neg"]) if needs_negative else None
+        affinity = batch["affinity"]
+        neg_valid = batch.get("hard_neg_valid", torch.ones(size, device=z_video.device)).to(z_video.dtype)
+        hard = vs.contrastive != "infonce"
+        z_pos = self.embed_speech(batch["audio_hard_pos"]) if hard or vs.alpha > 0 else None
+        z_neg = self.embed_speech(batch["audio_hard_neg"]) if hard or vs.alpha > 0 else None
+        keep = (affinity >= self.cfg.speech.affinity_threshold) if vs.self_paced == "gate" else None
         if vs.contrastive == "infonce":
             per_pair = info_nce(z_video, z_speech, self.cfg.temperature, reduction="none")
         else:
-            per_pair = video_speech_contrastive(z_video, z_speech, z_neg, vs.contrastive,
-                                                self.cfg.temperature if vs.normalize else 1.0, vs.normalize)
-        weight = gate
-        if vs.self_paced != "gate":
-            weight = gate * self.pacer(per_pair.detach())  # admit pairs easier than the pace λ
+            per_pair = video_speech_contrastive(z_video, z_speech, z_neg, vs.contrastive, self.cfg.temperature,
+                                                vs.normalize, y_pos=z_pos, neg_valid=neg_valid, keep=keep)
+        weight, gate = self.pair_weights(per_pair, affinity)
         norm = weight.sum().clamp_min(1e-8)
         contrastive = (per_pair * weight).sum() / norm
         loss = vs.beta * contrastive
         terms = {"contrastive": contrastive}
-        if vs.alpha > 0:  # 2-way correspondence: (v, s) vs (v, s') from a nearby interval
-            pairs = torch.cat([torch.cat([z_video, z_speech], 1), torch.cat([z_video, z_neg], 1)])
-            target = torch.cat([torch.ones(size), torch.zeros(size)]).long().to(z_video.device)
-            cls = F.cross_entropy(self.correspondence(pairs), target, reduction="none")
-            terms["cls"] = (cls * weight.repeat(2)).sum() / (2 * norm)
+        with torch.no_grad():  # what each affinity level contributed to L_cont (they sum to it)
+            terms["contrastive_high"] = (per_pair * weight * gate).sum() / norm
+            terms["contrastive_low"] = (per_pair * weight * (1 - gate)).sum() / norm
+        if vs.alpha > 0:
+            terms["cls"] = self.correspondence_loss(z_video, z_speech, z_pos, z_neg, weight, neg_valid)
             loss = loss + vs.alpha * terms["cls"]
         if vs.gamma > 0 and "order_clip" in batch:  # video-only, every interval
             terms["order_ce"], terms["order_acc"] = self.order_loss(batch["order_clip"])
@@ -157,7 +189,7 @@ class VideoSpeechModule(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if self.cfg.video_speech.self_paced != "gate":
+        if self.cfg.video_speech.self_paced.startswith("spl"):
             self.pacer.step_epoch()
 
     def configure_optimizers(self) -> dict:
@@ -175,8 +207,10 @@ def make_dataset(cache, shards: list[str], split: str | None, cfg: PretrainConfi
                                  pairs_per_epoch=cfg.pairs_per_epoch, pairs_per_interval=sp.pairs_per_interval,
                                  hard_negative_range=sp.hard_negative_range, seed=seed,
                                  order_frames=4 if cfg.video_speech.gamma > 0 else 0,
-                                 order_stride=cfg.video_speech.order_stride, vad=sp.vad)
+                                 order_stride=cfg.video_speech.order_stride, vad=sp.vad,
+                                 low_affinity_share=sp.low_affinity_share)
     metrics = {"data/high_affinity_interval_fraction": dataset.n_high_affinity / max(dataset.n_intervals, 1),
+               "data/low_affinity_pair_share": dataset.low_share,
                "data/n_speech_frames": sum(s.frames.size for s in dataset.speech)}
     return dataset, metrics
 

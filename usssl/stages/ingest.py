@@ -25,7 +25,7 @@ def synth_corpus(cfg: PipelineConfig) -> Path:
     s = cfg.data.synth
     out = Path(cfg.output_dir) / "synth"
     wanted = {"subjects": s.subjects, "seed": s.seed, "duration_s": s.duration_s, "voice": s.voice,
-              "size": list(s.size)}
+              "size": list(s.size), "naming_fraction": s.naming_fraction, "unnamed": s.unnamed}
     meta = out / "corpus.json"
     if meta.is_file():
         have = json.loads(meta.read_text())
@@ -34,7 +34,8 @@ def synth_corpus(cfg: PipelineConfig) -> Path:
         shutil.rmtree(out)
     log.info("generating the synthetic corpus (%d subjects) in %s", s.subjects, out)
     generate(out, subjects=s.subjects, seed=s.seed, voice=s.voice, duration_s=s.duration_s,
-             size=tuple(s.size), progress=cfg.trainer.progress)
+             size=tuple(s.size), progress=cfg.trainer.progress, naming_fraction=s.naming_fraction,
+             unnamed=s.unnamed)
     return out
 
 

@@ -3,7 +3,8 @@
 A deterministic stand-in for fetal screening video with narration, gaze and labels, small enough
 to run every pipeline end to end on a laptop. Each subject has one scan that sweeps through
 standard planes (segments of 2–5 s, cross-faded over 0.2–0.4 s) under a moving probe; the
-sonographer names ~60 % of the plane segments. Layout and fields: docs/architecture.md
+sonographer speaks in ~60 % of the plane segments, and each word names the plane on screen with
+probability ``naming_fraction`` (default 1; otherwise a filler word, or silence). Layout and fields: docs/architecture.md
 ("Synthetic corpus") and data_cards/synthetic_fetal.md.
 
 Transition frames (the cross-fade into a segment) are labelled ``background`` and have an empty
@@ -26,7 +27,7 @@ import numpy as np
 
 from usssl.data.synth.anatomy import PLANES
 from usssl.data.synth.render import FanGeometry, fan_geometry
-from usssl.data.synth.scan import ScanData, SpokenWord, SubjectInfo, render_scan
+from usssl.data.synth.scan import UNNAMED, ScanData, SpokenWord, SubjectInfo, render_scan
 from usssl.engine.progress import progress as progress_bar
 from usssl.errors import ConfigError
 from usssl.data.synth.voice import VOICES, speak
@@ -46,7 +47,7 @@ _SUBJECT_FIELDS = ("video", "patient_id", "patient_name")
 
 
 def _check(subjects: int, voice: str, duration_s: float, fps: int, size: tuple[int, int],
-           audio_rate: int, speak_fraction: float) -> None:
+           audio_rate: int, speak_fraction: float, naming_fraction: float = 1.0, unnamed: str = "filler") -> None:
     """Raise ConfigError naming the first wrong argument."""
     if subjects < 1:
         raise ConfigError(f"synth: subjects must be >= 1, got {subjects}.")
@@ -60,6 +61,10 @@ def _check(subjects: int, voice: str, duration_s: float, fps: int, size: tuple[i
         raise ConfigError(f"synth: audio_rate must be >= 8000 Hz, got {audio_rate}.")
     if not 0.0 <= speak_fraction <= 1.0:
         raise ConfigError(f"synth: speak_fraction must be in [0, 1], got {speak_fraction}.")
+    if not 0.0 <= naming_fraction <= 1.0:
+        raise ConfigError(f"synth: naming_fraction must be in [0, 1], got {naming_fraction}.")
+    if unnamed not in UNNAMED:
+        raise ConfigError(f"synth: unnamed must be one of {', '.join(UNNAMED)}, got {unnamed!r}.")
     if voice == "espeak":
         speak("femur", audio_rate, voice)  # fails early, with a DataError, without espeak-ng
 
@@ -97,7 +102,8 @@ def _write_csv(path: Path, fields: tuple[str, ...], rows: list[tuple]) -> None:
 def generate(out: Path, subjects: int = 12, seed: int = 0, voice: str = "builtin",
              duration_s: float = 40.0, fps: int = 30, size: tuple[int, int] = (160, 160),
              audio_rate: int = 16000, write_dicom: bool = True, progress: bool = False,
-             speak_fraction: float = 0.6, workers: int | None = None) -> Path:
+             speak_fraction: float = 0.6, workers: int | None = None, naming_fraction: float = 1.0,
+             unnamed: str = "filler") -> Path:
     """Write the synthetic corpus to ``out`` (layout: docs/architecture.md) and return ``out``.
 
     Args:
@@ -110,16 +116,20 @@ def generate(out: Path, subjects: int = 12, seed: int = 0, voice: str = "builtin
         audio_rate: narration sample rate in Hz (mono).
         write_dicom: also write dicom/scan_XXX.dcm (Ultrasound Multi-frame, invented PHI).
         progress: show a rich progress bar.
-        speak_fraction: probability that the sonographer names a plane segment.
+        speak_fraction: probability that the sonographer speaks during a plane segment.
         workers: subjects rendered in parallel threads (default: up to 4, CPU count).
+        naming_fraction: probability that a spoken word names the plane on screen; 1: speech is a
+            label channel, lower: less anatomy in the speech.
+        unnamed: what the other words are: ``filler`` (words that name no plane) or ``silence``.
     """
     size = (int(size[0]), int(size[1]))
-    _check(subjects, voice, duration_s, fps, size, audio_rate, speak_fraction)
+    _check(subjects, voice, duration_s, fps, size, audio_rate, speak_fraction, naming_fraction, unnamed)
     out = Path(out)
     for sub in ("videos", "masks") + (("dicom",) if write_dicom else ()):
         (out / sub).mkdir(parents=True, exist_ok=True)
     settings = {"voice": voice, "duration_s": duration_s, "fps": fps, "size": size,
-                "audio_rate": audio_rate, "speak_fraction": speak_fraction}
+                "audio_rate": audio_rate, "speak_fraction": speak_fraction, "naming_fraction": naming_fraction,
+                "unnamed": unnamed}
     workers = workers or max(1, min(4, os.cpu_count() or 1, subjects))
     log.info("writing %d synthetic scans to %s (%d worker threads)", subjects, out, workers)
 
@@ -144,7 +154,8 @@ def generate(out: Path, subjects: int = 12, seed: int = 0, voice: str = "builtin
         "usssl_version": _version(),
         "seed": seed, "subjects": subjects, "voice": voice, "duration_s": duration_s, "fps": fps,
         "size": list(size), "height": size[0], "width": size[1], "audio_rate": audio_rate,
-        "speak_fraction": speak_fraction, "write_dicom": write_dicom,
+        "speak_fraction": speak_fraction, "naming_fraction": naming_fraction, "unnamed": unnamed,
+        "write_dicom": write_dicom,
         "n_frames": n_frames, "n_audio_samples": int(round(n_frames / fps * audio_rate)),
         "planes": list(PLANES),
         "transition_label": "background",

@@ -1,9 +1,9 @@
 """One synthetic fetal scan: plane schedule, frames, narration, gaze and fake PHI.
 
 Every random draw comes from ``numpy.random.SeedSequence([seed, subject_index])``, split into one
-stream per concern (PHI, appearance, plane schedule + poses, narration, gaze), so that subject k
-is the same whatever the number of subjects, the voice never changes the frames, and the frame
-size changes neither the plane schedule nor the narration.
+stream per concern (PHI, appearance, plane schedule + poses, narration, gaze, which words name the
+plane), so that subject k is the same whatever the number of subjects, the voice and the naming
+never change the frames, and the frame size changes neither the plane schedule nor the narration.
 
     >>> scan = render_scan(0, seed=0, duration_s=8, size=(96, 96))
     >>> scan.frames.shape, scan.labels.shape, scan.audio.shape   # (240, 96, 96), (240,), (128000,)
@@ -40,9 +40,17 @@ class SubjectInfo:
     institution: str
 
 
+FILLER_WORDS: tuple[str, ...] = ("okay", "now", "so", "right", "just", "here", "good", "and", "let's see",
+                                  "moving", "hold on", "there")
+"""What the sonographer says when a word does not name the plane (``naming_fraction`` < 1)."""
+
+UNNAMED: tuple[str, ...] = ("filler", "silence")
+"""What replaces a word that does not name the plane: another word, or nothing."""
+
+
 @dataclass(frozen=True)
 class SpokenWord:
-    """One word of the narration: the plane name, spoken from ``start_s`` to ``end_s``."""
+    """One word of the narration (the plane's name, or a filler word), spoken from ``start_s`` to ``end_s``."""
 
     start_s: float
     end_s: float
@@ -110,9 +118,13 @@ def _schedule(rng: np.random.Generator, fan: FanGeometry, n_frames: int, fps: in
 
 
 def _narrate(rng: np.random.Generator, segments: list[Segment], n_samples: int, fps: int,
-             rate: int, voice: str, speak_fraction: float) -> tuple[np.ndarray, list[SpokenWord]]:
-    """Narration (N,) float32: the plane's name in ~``speak_fraction`` of the plane segments
-    (always after the cross-fade and ≥ 0.15 s inside the segment), low noise elsewhere."""
+             rate: int, voice: str, speak_fraction: float, naming_fraction: float = 1.0,
+             unnamed: str = "filler", rng_name: np.random.Generator | None = None,
+             ) -> tuple[np.ndarray, list[SpokenWord]]:
+    """Narration (N,) float32: a word in ~``speak_fraction`` of the plane segments (always after the
+    cross-fade and ≥ 0.15 s inside the segment), low noise elsewhere. A word names the plane on
+    screen with probability ``naming_fraction`` (drawn from ``rng_name``); otherwise it is a filler
+    word (``unnamed: filler``) or nothing (``silence``)."""
     audio = (0.002 * rng.standard_normal(n_samples)).astype(np.float64)
     pitch = rng.uniform(0.85, 1.2)  # the sonographer's voice
     words: list[SpokenWord] = []
@@ -121,14 +133,18 @@ def _narrate(rng: np.random.Generator, segments: list[Segment], n_samples: int, 
             continue
         cursor, hi = (seg.start + seg.n_transition) / fps + 0.15, seg.stop / fps - 0.15
         for _ in range(2 if rng.random() < 0.25 else 1):
-            wave = speak(PLANES[seg.plane], rate, voice, pitch) * rng.uniform(0.08, 0.15)
+            word = PLANES[seg.plane]
+            if naming_fraction < 1.0 and rng_name is not None and rng_name.random() >= naming_fraction:
+                word = FILLER_WORDS[int(rng_name.integers(len(FILLER_WORDS)))] if unnamed == "filler" else ""
+            wave = speak(word or PLANES[seg.plane], rate, voice, pitch) * rng.uniform(0.08, 0.15)
             dur = len(wave) / rate
             if cursor + dur > hi:
                 break
             i0 = int(round(rng.uniform(cursor, min(hi - dur, cursor + 1.0)) * rate))
             i1 = min(n_samples, i0 + len(wave))
-            audio[i0:i1] += wave[: i1 - i0]
-            words.append(SpokenWord(i0 / rate, i1 / rate, PLANES[seg.plane]))
+            if word:  # silence: the time passes, nothing is said
+                audio[i0:i1] += wave[: i1 - i0]
+                words.append(SpokenWord(i0 / rate, i1 / rate, word))
             cursor = i1 / rate + rng.uniform(0.2, 0.6)
     for seg in segments:  # non-speech bursts (probe knocks, rustle), never over a word
         if rng.random() >= 0.15:
@@ -199,19 +215,21 @@ def burned_in_text(lines: list[str],
 
 def render_scan(subject_index: int, seed: int = 0, voice: str = "builtin", duration_s: float = 40.0,
                 fps: int = 30, size: tuple[int, int] = (160, 160), audio_rate: int = 16000,
-                speak_fraction: float = 0.6) -> ScanData:
+                speak_fraction: float = 0.6, naming_fraction: float = 1.0, unnamed: str = "filler") -> ScanData:
     """Render subject ``subject_index`` of the corpus drawn from ``seed``.
 
     Args:
         size: (height, width) of the frames in pixels.
-        speak_fraction: probability that the sonographer names a plane segment.
+        speak_fraction: probability that the sonographer speaks during a plane segment.
+        naming_fraction: probability that a spoken word names the plane on screen (1: always, the
+            speech is then a label channel); the others are filler words or silence (``unnamed``).
 
     Returns:
         ScanData with T = round(duration_s · fps) frames and N = round(T / fps · audio_rate)
         audio samples.
     """
-    streams = np.random.SeedSequence([int(seed), int(subject_index)]).spawn(5)
-    rng_phi, rng_look, rng_plan, rng_audio, rng_gaze = (np.random.default_rng(s) for s in streams)
+    streams = np.random.SeedSequence([int(seed), int(subject_index)]).spawn(6)  # the first 5 as before
+    rng_phi, rng_look, rng_plan, rng_audio, rng_gaze, rng_name = (np.random.default_rng(s) for s in streams)
     n_frames = int(round(duration_s * fps))
     fan = fan_geometry(size)
     subject = _subject_info(rng_phi)
@@ -226,7 +244,7 @@ def render_scan(subject_index: int, seed: int = 0, voice: str = "builtin", durat
     layer, box = burned_in_text([name, subject.patient_id, study], fan)
     np.maximum(frames, layer[None], out=frames)
     audio, words = _narrate(rng_audio, segments, int(round(n_frames / fps * audio_rate)), fps,
-                            audio_rate, voice, speak_fraction)
+                            audio_rate, voice, speak_fraction, naming_fraction, unnamed, rng_name)
     gaze = _gaze(rng_gaze, segments, affines, size, fps)
     return ScanData(f"scan_{subject_index:03d}", frames, audio, labels, gaze, masks, words, subject,
                     fan, box, fps, audio_rate)
