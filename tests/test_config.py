@@ -88,10 +88,20 @@ def test_tracking_uri_default_and_env(tmp_path, monkeypatch):
     assert cfg.tracking_uri == "http://127.0.0.1:1"
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("**/*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(p for p in (REPO / "pipelines").glob("**/*.yaml") if p.parent.name != "compare"),
+                         ids=lambda p: p.name)
 def test_shipped_pipelines_validate(path):
     cfg = load_config(path)
     assert cfg.stages, f"{path} has no stages"
+
+
+def test_shipped_compare_inputs_validate(tmp_path):
+    from usssl.cli.compare import compare_pipeline
+
+    raw = compare_pipeline(REPO / "pipelines/compare/encoders.yaml", REPO / "pipelines/compare/tasks.yaml", tmp_path)
+    body = PipelineConfig.model_validate(raw).stage("compare")
+    assert [e.source for e in body.encoders] == ["random", "supervised", "recipe", "recipe"]
+    assert [t.kind for t in body.tasks] == ["classification", "frame_gap", "classification"] and body.folds == 3
 
 
 def test_configuration_reference_is_current():
