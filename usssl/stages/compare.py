@@ -51,14 +51,15 @@ def _encoder(cfg: PipelineConfig, entry, cache, fold, seed: int, task, folder: P
         return build_encoder(entry.random)
     if entry.source == "checkpoint":
         return load_foreign_encoder(entry.checkpoint, entry.architecture, entry.key_map)
-    run_dir = folder / "encoders" / entry.name / task.name / f"fold{fold.index}-seed{seed}"
+    # keyed by the data, not the task: tasks on one cache share its folds, so one pretraining serves them all
+    run_dir = folder / "encoders" / entry.name / f"data-{cache.digest()[:12]}" / f"fold{fold.index}-seed{seed}"
     wanted = {"settings": (entry.recipe or entry.supervised).model_dump(mode="json"), "cache": cache.digest()}
     done = run_dir / "done.json"
     if done.is_file() and json.loads(done.read_text()) == wanted and (run_dir / "encoder.pt").is_file():
         return load_encoder(run_dir / "encoder.pt")[0]
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    stage = f"compare-{entry.name}-{task.name}-fold{fold.index}-seed{seed}"
+    stage = f"compare-{entry.name}-{cache.digest()[:8]}-fold{fold.index}-seed{seed}"
     if entry.source == "recipe":
         from usssl.data.splits import shards_of
         from usssl.stages.pretrain import train_encoder
@@ -72,10 +73,9 @@ def _encoder(cfg: PipelineConfig, entry, cache, fold, seed: int, task, folder: P
         from usssl.stages.finetune import fit
 
         L.seed_everything(seed, workers=True, verbose=False)
-        fcfg = FinetuneConfig(frame_stride=task.frame_stride)
-        model, _ = fit(cfg, fcfg, "finetune", lambda: build_encoder(entry.supervised),
-                       fold.frames(cache, "train", task.frame_stride), fold.frames(cache, "val", task.frame_stride),
-                       cache.classes, tracker, stage, seed)  # fmt: skip
+        fcfg = FinetuneConfig(frame_stride=2)  # on the cache's labels, the same for every task of the cache
+        model, _ = fit(cfg, fcfg, "finetune", lambda: build_encoder(entry.supervised), fold.frames(cache, "train", 2),
+                       fold.frames(cache, "val", 2), cache.classes, tracker, stage, seed)  # fmt: skip
         save_encoder(run_dir / "encoder.pt", model.encoder, entry.supervised)
     write_json_atomic(done, wanted)
     return load_encoder(run_dir / "encoder.pt")[0]
