@@ -93,10 +93,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not cfg.tracking.enabled:
         console.print("MLflow tracking is off (tracking.enabled: false).")
     elif uri.startswith("sqlite:"):
-        console.print(f"MLflow store: {uri}")
-        console.print(f"Open it with:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
+        from usssl.engine.tracking import ui_command
+
+        console.print(f"MLflow store: {uri} (experiment '{result['experiment']}')")
+        console.print(f"Open it with:  {ui_command(uri)}", soft_wrap=True)
+        console.print(f"then:          {result['runs_url']}", soft_wrap=True)
     else:
-        console.print(f"MLflow runs were sent to {uri} (experiment '{cfg.tracking.experiment}')")
+        console.print(f"MLflow runs were sent to {uri} (experiment '{result['experiment']}')")
     return 0
 
 
