@@ -103,3 +103,34 @@ def test_finetune_stage_keeps_no_per_model_metric_names(store):
     finetune = next(r for r in runs.values() if r.data.tags.get("usssl.stage") == "finetune")
     assert not [k for k in finetune.data.metrics if "-" in k.split("/")[0]]
     assert _children(runs, finetune.info.run_id) == []  # every fitted model's run moved under evaluate
+
+
+def test_experiment_name_from_environment_then_yaml_then_pipeline_name(monkeypatch, tmp_path):
+    from usssl.config import PipelineConfig, load_config
+    from usssl.engine.tracking import experiment_name
+
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    assert experiment_name(PipelineConfig.model_validate({"name": "demo"})) == "demo"
+    assert experiment_name(PipelineConfig.model_validate({"name": "demo", "tracking": {"experiment": "usssl"}})) == "usssl"
+    path = tmp_path / "p.yaml"
+    path.write_text("name: demo\nstages: [ingest]\n")
+    assert experiment_name(load_config(path, ["tracking.experiment=study"])) == "study"
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from-env")
+    assert experiment_name(load_config(path, ["tracking.experiment=study"])) == "from-env"
+
+
+def test_an_existing_experiment_without_a_kind_is_tagged_for_the_runs_view(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from usssl.config import PipelineConfig
+    from usssl.engine.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    cfg = PipelineConfig.model_validate({"name": "old", "output_dir": str(tmp_path)})
+    client = MlflowClient(cfg.tracking_uri)
+    made = client.create_experiment("old", (tmp_path / "art").as_uri())
+    other = client.create_experiment("genai", (tmp_path / "art2").as_uri(), tags={"mlflow.experimentKind": "genai_development"})
+    assert Tracker(cfg).experiment_id == made
+    assert client.get_experiment(made).tags["mlflow.experimentKind"] == "custom_model_development"
+    Tracker(cfg.model_copy(update={"name": "genai"}))
+    assert client.get_experiment(other).tags["mlflow.experimentKind"] == "genai_development"  # a kind it has stays
