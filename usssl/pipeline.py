@@ -29,11 +29,11 @@ from usssl.config import PipelineConfig, to_yaml
 from usssl.engine.files import write_json_atomic, write_text_atomic
 from usssl.engine.tracking import Tracker
 from usssl.stages import TRAINING_STAGES, stage_runner
+from usssl.stages.common import RUN_CONFIG_FILE
 
 log = logging.getLogger(__name__)
 
 RUN_LOCK = ".usssl-run.lock"  # in output_dir while a run writes there (usssl.engine.lock)
-CONFIG_FILE = "config.yaml"  # the resolved config of the last run in output_dir
 
 
 def _wait_for_stage(marker: Path, since: float | None, timeout_s: float = 24 * 3600) -> None:
@@ -73,7 +73,7 @@ def _run_stages(cfg: PipelineConfig, resume: bool) -> dict[str, Any]:
     main = is_main_process()
     started = None if resume or not launched_together() else time.time() - 2.0
     if main:
-        write_text_atomic(out / CONFIG_FILE, to_yaml(cfg))
+        write_text_atomic(out / RUN_CONFIG_FILE, to_yaml(cfg))
     tracker = Tracker(cfg)
     results: dict[str, Any] = {"tracking_uri": tracker.uri, "output_dir": str(out.resolve()),
                                "experiment": tracker.experiment, "runs_url": tracker.runs_url}
