@@ -205,3 +205,12 @@ def test_ingest_help_defaults_are_the_ingest_config_defaults():
 
     defaults = IngestConfig()
     assert INGEST_DEFAULTS == {"size": tuple(defaults.size), "fps": defaults.fps, "workers": defaults.workers}
+
+
+def test_screenshot_script_skips_with_a_reason_without_chromium(monkeypatch, capsys, tmp_path):
+    sys.path.insert(0, str(REPO / "tools"))
+    import mlflow_screenshots
+
+    monkeypatch.setattr(mlflow_screenshots, "CHROMIUM", str(tmp_path / "no-chromium"))
+    assert mlflow_screenshots.main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith(f"skipped: {tmp_path / 'no-chromium'} not found")

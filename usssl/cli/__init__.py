@@ -248,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("ingest", help="read recordings into a training cache",
-                       epilog="Cluster array job: every task runs `usssl ingest SRC --out CACHE --shard K/N` "
-                              "(same SRC, CACHE and settings), then one `usssl ingest --merge CACHE`. "
+                       epilog="Cluster array job: every task runs `usssl ingest SRC --out CACHE --shard K/N`\n"
+                              "(same SRC, CACHE and settings), then one `usssl ingest --merge CACHE`.\n"
                               "Docs: docs/ingest.md")  # fmt: skip
     p.add_argument("sources", nargs="*", help="files or folders")
     p.add_argument("--out", help="cache folder")
