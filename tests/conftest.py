@@ -42,6 +42,7 @@ def _subject_key(tmp_path_factory):
     """A test-only pseudonymisation key, so tests never touch ~/.config."""
     os.environ.setdefault("USSSL_SUBJECT_KEY", "usssl-test-key")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)  # experiments are named by the pipelines (tests rely on it)
     yield
 
 

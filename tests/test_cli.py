@@ -51,7 +51,8 @@ def test_subprocess_prints_no_traceback(tmp_path):
     assert "trainer.devicez: unknown key (did you mean 'devices'?)" in proc.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["synth"], ["ingest"], ["datacard"], ["doctor"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["synth"], ["ingest"], ["datacard"], ["doctor"],
+                                     ["predict"], ["export"], ["deidentify"]])
 def test_help_for_every_command(command):
     proc = subprocess.run([*USSSL, *command, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
@@ -60,7 +61,7 @@ def test_help_for_every_command(command):
 
 def test_help_does_not_import_heavy_libraries():
     code = ("import sys; from usssl.cli import build_parser; build_parser(); "
-            "print(','.join(m for m in ('torch', 'lightning', 'mlflow') if m in sys.modules))")
+            "print(','.join(m for m in ('torch', 'lightning', 'mlflow', 'monai', 'pydantic') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == ""
 
@@ -131,3 +132,85 @@ def test_ingest_shard_merge_strict_and_datacard_commands(tmp_path, capsys, monke
     assert (tmp_path / "cards" / "mine.md").read_text() == card
     assert main(["datacard", str(tmp_path / "nowhere")]) == 1
     assert "not a usssl cache" in capsys.readouterr().err
+
+
+def test_version_and_verbose_before_or_after_the_command(capsys):
+    from importlib.metadata import version
+
+    from usssl.cli import build_parser
+
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"usssl {version('usssl')}"
+    parser = build_parser()
+    demo = str(REPO / "pipelines" / "demo.yaml")
+    assert parser.parse_args(["-v", "validate", demo]).verbose is True
+    assert parser.parse_args(["validate", demo, "-v"]).verbose is True
+    assert parser.parse_args(["validate", demo, "--verbose"]).verbose is True
+    assert parser.parse_args(["validate", demo]).verbose is False
+
+
+def test_validate_prints_the_resolved_config_and_the_json_schema(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from usssl.config import load_config
+
+    demo = REPO / "pipelines" / "demo.yaml"
+    assert main(["validate", str(demo), "--print", "--set", "pretrain.max_epochs=3"]) == 0
+    printed = capsys.readouterr().out
+    raw = yaml.safe_load(printed)
+    assert raw["trainer"]["gradient_clip_val"] == 5.0  # a default the YAML does not set
+    assert raw["stages"][1]["pretrain"]["max_epochs"] == 3
+    (tmp_path / "resolved.yaml").write_text(printed)
+    assert load_config(tmp_path / "resolved.yaml") == load_config(demo, ["pretrain.max_epochs=3"])
+    assert main(["validate", "--schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["title"] == "PipelineConfig" and {"name", "stages", "tracking"} <= set(schema["properties"])
+    assert schema["properties"]["seed"]["maximum"] == 2**32 - 1
+
+
+def _options():
+    from usssl.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.option_strings and action.dest != "help":
+                yield name, p, action
+
+
+def test_every_option_has_help_and_its_default_is_shown():
+    from usssl.cli.options import shows_default
+
+    missing, hidden = [], []
+    for name, p, action in _options():
+        if not action.help:
+            missing.append(f"{name} {action.option_strings[0]}")
+        text = p.formatter_class("usssl")._get_help_string(action) if action.help else ""
+        if shows_default(action) and "default" not in text:
+            hidden.append(f"{name} {action.option_strings[0]}")
+    assert missing == [] and hidden == []
+    helps = {f"{n} {a.option_strings[-1]}": p.formatter_class("usssl")._get_help_string(a) % vars(a)
+             for n, p, a in _options()}
+    assert helps["synth --subjects"].endswith("(default: 12)") and helps["synth --seed"].endswith("(default: 0)")
+    assert "(default: from --config, else 64 64)" in helps["ingest --size"]
+
+
+def test_ingest_help_defaults_are_the_ingest_config_defaults():
+    from usssl.cli.options import INGEST_DEFAULTS
+    from usssl.config import IngestConfig
+
+    defaults = IngestConfig()
+    assert INGEST_DEFAULTS == {"size": tuple(defaults.size), "fps": defaults.fps, "workers": defaults.workers}
+
+
+def test_screenshot_script_skips_with_a_reason_without_chromium(monkeypatch, capsys, tmp_path):
+    sys.path.insert(0, str(REPO / "tools"))
+    import mlflow_screenshots
+
+    monkeypatch.setattr(mlflow_screenshots, "CHROMIUM", str(tmp_path / "no-chromium"))
+    assert mlflow_screenshots.main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith(f"skipped: {tmp_path / 'no-chromium'} not found")

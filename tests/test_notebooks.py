@@ -86,7 +86,7 @@ def test_quickstart(tmp_path, monkeypatch):
     results = ns["results"]
     assert set(results["init"]) == {"random", "video_speech"} and set(results["protocol"]) == {"linear", "finetune"}
     assert sorted(set(results["label_fraction"])) == [0.5, 1.0] and results["f1"].between(0, 1).all()
-    assert ns["mlflow_command"] == f"mlflow ui --backend-store-uri sqlite:///{out / 'mlflow.db'}"
+    assert ns["mlflow_command"] == f"mlflow ui --backend-store-uri sqlite:///{out / 'mlflow.db'} --workers 1"
     runs = ns["runs_table"]
     assert (runs["status"] == "FINISHED").all()
     assert sorted(runs["run"]) == sorted([ns["cfg"].name, *(s.kind for s in ns["cfg"].stages)])

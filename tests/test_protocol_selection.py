@@ -103,12 +103,12 @@ def test_selection_never_reads_test_subjects(finetune_cfg, monkeypatch):
     assert summary == {"models": 2, "folds": 1, "seeds": 2}
 
 
-class _NoTracker:
-    def log_metrics(self, *a, **k):
-        pass
+def _NoTracker():
+    """A Tracker with tracking off: every call is a no-op."""
+    from usssl.config import PipelineConfig
+    from usssl.engine.tracking import Tracker
 
-    def log_artifact(self, *a, **k):
-        pass
+    return Tracker(PipelineConfig.model_validate({"tracking": {"enabled": False}}))
 
 
 def test_the_same_seeds_give_identical_models_and_scores(finetune_cfg, tmp_path):

@@ -6,8 +6,12 @@ This module owns the stage order, the done markers and resume; each stage's body
 Stages talk only through files under ``output_dir`` (the cache, ``pretrain/encoder.pt``,
 ``finetune/*.pt``, ``evaluate/``), so each can be re-run or resumed on its own. A finished stage
 writes ``stages/<i>-<kind>.done.json``; ``resume=True`` skips finished stages and continues an
-unfinished training stage from its last checkpoint. One MLflow parent run covers the pipeline and
-each stage is a nested run.
+unfinished training stage from its last checkpoint. ``config.yaml`` in ``output_dir`` is the resolved
+config the run used (defaults filled in; ``usssl export RUN_DIR`` reads it).
+
+One MLflow parent run covers the pipeline and each stage is a nested run (``usssl.engine.tracking``);
+when the stages are done the parent run gets the cache as its dataset input, the evaluate stage's
+headline metrics, and the report as its description (docs/mlflow.md).
 
     >>> result = run_pipeline(load_config("pipelines/demo.yaml"))
     >>> print(result["report"])
@@ -21,10 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from usssl.config import PipelineConfig
-from usssl.engine.files import write_json_atomic
+from usssl.config import PipelineConfig, to_yaml
+from usssl.engine.files import write_json_atomic, write_text_atomic
 from usssl.engine.tracking import Tracker
 from usssl.stages import TRAINING_STAGES, stage_runner
+from usssl.stages.common import RUN_CONFIG_FILE
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +72,11 @@ def _run_stages(cfg: PipelineConfig, resume: bool) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     main = is_main_process()
     started = None if resume or not launched_together() else time.time() - 2.0
+    if main:
+        write_text_atomic(out / RUN_CONFIG_FILE, to_yaml(cfg))
     tracker = Tracker(cfg)
-    results: dict[str, Any] = {"tracking_uri": tracker.uri, "output_dir": str(out.resolve())}
+    results: dict[str, Any] = {"tracking_uri": tracker.uri, "output_dir": str(out.resolve()),
+                               "experiment": tracker.experiment, "runs_url": tracker.runs_url}
     t0 = time.time()
     with tracker.pipeline_run():
         for i, entry in enumerate(cfg.stages):
@@ -92,11 +100,37 @@ def _run_stages(cfg: PipelineConfig, resume: bool) -> dict[str, Any]:
             summary["seconds"] = round(time.time() - start, 1)
             write_json_atomic(done, summary, newline=False, default=str)
             results[entry.kind] = summary
-        tracker.log_metrics({"pipeline_seconds": time.time() - t0})
-        if "ingest" in results:
-            tracker.set_tags({"dataset_digest": results["ingest"].get("digest", "")})
+        reports = [results[k].get("report") for k in ("evaluate", "saliency") if k in results]
+        if any(reports):
+            results["report"] = "\n".join(r for r in reports if r)
+        if main:
+            _summarise_in_parent_run(cfg, tracker, results, time.time() - t0)
     results["seconds"] = round(time.time() - t0, 1)
-    reports = [results[k].get("report") for k in ("evaluate", "saliency") if k in results]
-    if any(reports):
-        results["report"] = "\n".join(r for r in reports if r)
     return results
+
+
+def _summarise_in_parent_run(cfg: PipelineConfig, tracker: Tracker, results: dict, seconds: float) -> None:
+    """The pipeline run's headline metrics, description (headline + report) and dataset input."""
+    headline = dict(results.get("evaluate", {}).get("headline") or {})
+    tracker.log_metrics({**headline, "pipeline_seconds": seconds})
+    lines = [f"**{cfg.name}**: " + " → ".join(e.kind for e in cfg.stages)]
+    if headline:
+        lines += ["", "Macro F1 (%, cross-validated, largest label fraction; intervals in the evaluate run's "
+                  "configuration runs):", ""] + [f"- {k.split('/', 1)[1]}: {v:.1f}" for k, v in headline.items()]
+    tracker.set_description("\n".join(lines) + ("\n\n" + results["report"] if results.get("report") else ""))
+    if not tracker.enabled:
+        return
+    from usssl.data.cache import DATA_CARD_FILE, Cache
+    from usssl.errors import DataError
+
+    try:
+        cache = Cache(cfg.cache_dir)
+        digest, index = cache.digest(), cache.index
+    except (DataError, OSError):  # no finished cache (a pipeline without data stages)
+        return
+    card = cache.root / DATA_CARD_FILE
+    profile = {"recordings": len(index), "subjects": int(index["subject"].nunique()),
+               "frames": int(index["n_frames"].sum()), "classes": cache.classes,
+               **{f"{k}_subjects": len(v) for k, v in cache.splits.items()}}
+    tracker.log_dataset(f"{cfg.name}-cache", digest, profile, card.read_text() if card.is_file() else None)
+    tracker.set_tags({"dataset_digest": digest})

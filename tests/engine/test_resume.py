@@ -222,7 +222,7 @@ def _runs(uri: str):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("usssl")
+    exp = client.get_experiment_by_name("tiny")  # the pipeline's name (tracking.experiment is not set)
     return client, {r.info.run_id: r for r in client.search_runs([exp.experiment_id], max_results=100)}
 
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import tiny_raw  # noqa: E402
 
 
-def _runs(uri: str, experiment: str = "usssl"):
+def _runs(uri: str, experiment: str = "tiny"):  # the pipeline's name
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -47,7 +47,6 @@ def _check_tracked(uri: str) -> None:
     assert len(client.get_metric_history(pre, "train/contrastive_epoch")) == 2
     assert "train/embedding_std" in children["pretrain"].data.metrics
     assert "train/affinity_high" in children["pretrain"].data.metrics
-    assert 0 <= children["evaluate"].data.metrics["video_speech-linear-1/f1"] <= 1
     # plots and checkpoints as artifacts
     report = {a.path for a in client.list_artifacts(children["evaluate"].info.run_id, "report")}
     assert "report/label_efficiency.png" in report and "report/results.csv" in report

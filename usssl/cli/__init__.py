@@ -1,4 +1,4 @@
-"""The ``usssl`` command: run, validate, synth, ingest, datacard, deidentify, doctor, predict, compare.
+"""The ``usssl`` command: run, validate, synth, ingest, datacard, deidentify, doctor, predict, export, compare.
 
 Errors a user can fix (a config typo, a missing path, unreadable data, a full disk) print one line and
 exit with code 2 (config) or 1 (data), without a traceback; Ctrl-C says how to resume (exit 130). Paths,
@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 
 from usssl.cli.compare import add_compare_parser, cmd_compare  # noqa: F401 (part of the CLI's API)
+from usssl.cli.doctor import cmd_doctor
+from usssl.cli.export import add_export_parser
+from usssl.cli.options import INGEST_DEFAULTS, add_common, finish
 from usssl.cli.predict import add_predict_parser, cmd_predict  # noqa: F401 (part of the CLI's API)
 from usssl.errors import ConfigError, UssslError
 
@@ -39,10 +42,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.reference:
         print(reference_markdown(), end="")
         return 0
+    if args.schema:
+        import json
+
+        from usssl import config
+
+        print(json.dumps(config.PipelineConfig.model_json_schema(), indent=2))
+        return 0
     if not args.pipeline:
-        raise ConfigError("usssl validate: give a pipeline YAML (or --reference)")
+        raise ConfigError("usssl validate: give a pipeline YAML (or --reference, --schema)")
 
     cfg = load_config(args.pipeline, args.set)
+    if args.print:
+        from usssl.config import to_yaml
+
+        print(to_yaml(cfg), end="")  # every key, defaults filled in: loads back to the same config
+        return 0
     stages = " → ".join(entry.kind for entry in cfg.stages)
     checked = "keys and values only (--schema-only)" if args.schema_only else preflight(cfg, args.pipeline, False)
     print(f"{args.pipeline}: valid — {cfg.name}: {stages}; output in {absolute(cfg.output_dir)}")
@@ -98,10 +113,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not cfg.tracking.enabled:
         console.print("MLflow tracking is off (tracking.enabled: false).")
     elif uri.startswith("sqlite:"):
-        console.print(f"MLflow store: {uri}")
-        console.print(f"Open it with:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
+        from usssl.engine.tracking import ui_command
+
+        console.print(f"MLflow store: {uri} (experiment '{result['experiment']}')")
+        console.print(f"Open it with:  {ui_command(uri)}", soft_wrap=True)
+        console.print(f"then:          {result['runs_url']}", soft_wrap=True)
     else:
-        console.print(f"MLflow runs were sent to {uri} (experiment '{cfg.tracking.experiment}')")
+        console.print(f"MLflow runs were sent to {uri} (experiment '{result['experiment']}')")
     return 0
 
 
@@ -197,58 +215,16 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
     return 0 if report.count("ok") else 1
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
-    import platform
-
-    from usssl.engine.tracking import describe_threads, package_versions, shown_uri, tracking_problem
-
-    print(f"python      {platform.python_version()} on {platform.system()} {platform.machine()}, "
-          f"{os.cpu_count()} CPU(s)")
-    for name, version in package_versions().items():
-        print(f"{name.split('-')[0]:<12}{'NOT INSTALLED' if version == 'missing' else version}")
-    print(f"threads     {describe_threads()} (results can differ with the thread count)")
-    try:
-        import av
-
-        codecs = {c: (c in av.codecs_available) for c in ("h264", "libx264", "hevc", "mpeg4", "aac", "mp3")}
-        print("codecs      " + ", ".join(f"{c}: {'yes' if ok else 'no'}" for c, ok in codecs.items()))
-    except ImportError:
-        print("codecs      PyAV missing: video cannot be read")
-    try:
-        from pydicom.pixels import get_decoder
-
-        decoders = {"JPEG baseline": "1.2.840.10008.1.2.4.50", "JPEG lossless": "1.2.840.10008.1.2.4.70",
-                    "JPEG-LS": "1.2.840.10008.1.2.4.80", "JPEG 2000": "1.2.840.10008.1.2.4.90",
-                    "RLE": "1.2.840.10008.1.2.5"}
-        print("dicom       " + ", ".join(f"{n}: {'yes' if get_decoder(uid).is_available else 'no'}"
-                                         for n, uid in decoders.items()))
-    except ImportError:
-        print("dicom       pydicom missing: DICOM cannot be read")
-    import torch
-
-    if torch.cuda.is_available():
-        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        print(f"gpu         {len(names)}: {', '.join(names)}; bf16: {torch.cuda.is_bf16_supported()}")
-    else:
-        print("gpu         none (CPU only; set trainer.accelerator: cpu)")
-    print(f"espeak-ng   {'found' if shutil.which('espeak-ng') else 'not found (voice: espeak unavailable)'}")
-    if uri := os.environ.get("MLFLOW_TRACKING_URI"):  # checked: a server that is down is the usual problem
-        uri = shown_uri(uri) + (f" (NOT reachable: {why})" if (why := tracking_problem(uri)) else "")
-    print(f"tracking    {uri or 'sqlite:///<output_dir>/mlflow.db (default; MLFLOW_TRACKING_URI unset)'}")
-    key = "USSSL_SUBJECT_KEY set" if os.environ.get("USSSL_SUBJECT_KEY") else "key file (created on first ingest)"
-    print(f"subject key {key}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usssl", epilog=EPILOG,
                                      description="Self-supervised learning on ultrasound video.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_common(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_sets(p: argparse.ArgumentParser) -> None:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. pretrain.max_epochs=2 or stages[1].pretrain.batch_size=16")
+                       help="override a config value, e.g. pretrain.max_epochs=2 or stages[1].pretrain.batch_size=16 "
+                            "(repeatable)")
 
     p = sub.add_parser("run", help="run a pipeline YAML end to end", epilog=EPILOG)
     p.add_argument("pipeline", help="pipeline YAML, e.g. pipelines/demo.yaml")
@@ -256,9 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="skip finished stages, continue from the last checkpoint")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", help="check a pipeline YAML without running it")
-    p.add_argument("pipeline", nargs="?")
+    p = sub.add_parser("validate", help="check a pipeline YAML without running it; print its resolved config or "
+                                        "the config's JSON schema")
+    p.add_argument("pipeline", nargs="?", help="pipeline YAML (not needed with --reference or --schema)")
     p.add_argument("--reference", action="store_true", help="print every config key as Markdown")
+    p.add_argument("--schema", action="store_true",
+                   help="print the config's JSON schema (for editors: YAML language servers validate and complete with it)")
+    p.add_argument("--print", action="store_true",
+                   help="print the resolved config as YAML: every key, defaults filled in, --set applied")
     p.add_argument("--schema-only", action="store_true",
                    help="check keys and values only, not paths or data (a YAML meant for another machine)")
     with_sets(p)
@@ -266,23 +247,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write the built-in synthetic fetal-ultrasound corpus")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--subjects", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--voice", choices=["builtin", "espeak"], default="builtin")
+    p.add_argument("--subjects", type=int, default=12, help="number of synthetic subjects (one scan each)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw: the same seed, the same corpus")
+    p.add_argument("--voice", choices=["builtin", "espeak"], default="builtin",
+                   help="narration voice: builtin (formant synthesis, always available) or espeak (espeak-ng)")
     p.add_argument("--duration", type=float, default=40.0, help="seconds per scan")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("ingest", help="read recordings into a training cache",
-                       epilog="Cluster array job: every task runs `usssl ingest SRC --out CACHE --shard K/N` "
-                              "(same SRC, CACHE and settings), then one `usssl ingest --merge CACHE`. "
+                       epilog="Cluster array job: every task runs `usssl ingest SRC --out CACHE --shard K/N`\n"
+                              "(same SRC, CACHE and settings), then one `usssl ingest --merge CACHE`.\n"
                               "Docs: docs/ingest.md")  # fmt: skip
     p.add_argument("sources", nargs="*", help="files or folders")
     p.add_argument("--out", help="cache folder")
-    p.add_argument("--config", help="take ingest settings from this pipeline YAML")
+    p.add_argument("--config", help="take ingest settings from this pipeline YAML (the options below override them)")
     with_sets(p)
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
-    p.add_argument("--fps", type=float)
-    p.add_argument("--workers", type=int)
+    height, width = INGEST_DEFAULTS["size"]
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help=f"cached frame height and width in pixels (default: from --config, else {height} {width})")
+    p.add_argument("--fps", type=float,
+                   help=f"cached frame rate (default: from --config, else {INGEST_DEFAULTS['fps']:g})")
+    p.add_argument("--workers", type=int,
+                   help=f"parallel reader processes (default: from --config, else {INGEST_DEFAULTS['workers']})")
     p.add_argument("--no-audio", action="store_true", help="drop narration (it may contain names)")
     p.add_argument("--overwrite", action="store_true", help="replace a cache written with other settings")
     p.add_argument("--shard", metavar="K/N", help="ingest only part K of N of the sorted inputs (array job)")
@@ -318,8 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_doctor)
 
     add_predict_parser(sub)
+    add_export_parser(sub)
     add_compare_parser(sub, with_sets)
-    return parser
+    return finish(parser, sub)
 
 
 def resume_hint(args: argparse.Namespace) -> str:
@@ -338,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     from usssl.config import check_output_dir, os_error_message  # after --help: argparse has exited then
     try:
-        if args.command in ("ingest", "predict", "synth", "deidentify", "compare") and args.out:  # folders they write
+        if args.command in ("ingest", "predict", "synth", "deidentify", "export", "compare") and args.out:  # written
             check_output_dir(args.out, "--out")
         return args.func(args)
     except UssslError as exc:

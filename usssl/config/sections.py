@@ -60,7 +60,8 @@ class TrackingConfig(Strict):
 
     uri: str | None = Field(None, description="MLflow tracking URI (null: sqlite:///<output_dir>/mlflow.db)",
                             json_schema_extra=PATH)
-    experiment: str = "usssl"
+    experiment: str = Field("usssl", description="the MLflow experiment, used when the YAML sets it; unset: the "
+                            "pipeline's `name`; the environment variable MLFLOW_EXPERIMENT_NAME overrides both")
     enabled: bool = True
     log_checkpoints: bool = True
 

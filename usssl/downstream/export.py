@@ -204,6 +204,13 @@ def _example(shape: tuple) -> torch.Tensor:
     return torch.rand(*shape, generator=torch.Generator().manual_seed(0))
 
 
+def example_input(spec: PreprocessingSpec, model: Literal["planes", "saliency"] = "planes") -> torch.Tensor:
+    """The fixed input the export checks ``model`` with: (2, 1, T, H, W) in [0, 1] (seed 0; T: the
+    model's clip frames). Two clips, so that a tracer sees the batch dimension as free."""
+    t = spec.clip_frames if model == "planes" else (spec.saliency_clip_frames or spec.clip_frames)
+    return _example((2, 1, t, *(int(v) for v in spec.size)))
+
+
 @contextmanager
 def _eval_mode(*modules: nn.Module | None):
     """Eval mode and no autograd inside; each module's own train/eval mode restored after."""

@@ -150,7 +150,8 @@ def fit_linear_probe(encoder: nn.Module, dataset: Dataset, labels: np.ndarray, n
 
     Returns a ``PlaneClassifier`` whose head has the standardisation folded in, so it runs on
     raw encoder features like a fine-tuned model; ``model.selection`` is ``{"epoch", "val_f1"}``
-    (val_f1 NaN without ``val``).
+    (val_f1 NaN without ``val``); ``model.curves`` maps ``train/ce`` (every epoch) and ``val/macro_f1``
+    (in %, every ``eval_every`` epochs) to ``[(epoch, value), ...]``.
     """
     torch.manual_seed(seed)
     feats = extract_features(encoder, dataset)  # (N, D)
@@ -163,19 +164,23 @@ def fit_linear_probe(encoder: nn.Module, dataset: Dataset, labels: np.ndarray, n
     x_val = None if val is None or len(val[1]) == 0 else (extract_features(encoder, val[0]) - mean) / std
     best = {"epoch": epochs, "val_f1": float("nan")}
     best_state = None
+    curves: dict[str, list[tuple[int, float]]] = {"train/ce": [], "val/macro_f1": []}
     for epoch in range(1, epochs + 1):
         opt.zero_grad()
-        F.cross_entropy(head(x), y, weight=weights).backward()
+        loss = F.cross_entropy(head(x), y, weight=weights)
+        loss.backward()
         opt.step()
+        curves["train/ce"].append((epoch, float(loss.detach())))
         if x_val is not None and (epoch % eval_every == 0 or epoch == epochs):
             with torch.no_grad():
                 f1 = classification_scores(val[1], head(x_val).argmax(1).numpy(), n_classes)["f1"]
+            curves["val/macro_f1"].append((epoch, 100 * f1))
             if best_state is None or f1 > best["val_f1"]:
                 best, best_state = {"epoch": epoch, "val_f1": f1}, copy.deepcopy(head.state_dict())
     if best_state is not None:
         head.load_state_dict(best_state)
     model = PlaneClassifier(encoder, n_classes, freeze_encoder=True)
-    model.selection = best
+    model.selection, model.curves = best, {k: v for k, v in curves.items() if v}
     with torch.no_grad():  # W·((f − μ)/σ) + b  =  (W/σ)·f + (b − W·μ/σ)
         model.head.weight.copy_(head.weight / std)
         model.head.bias.copy_(head.bias - (head.weight * (mean / std)).sum(1))
@@ -185,7 +190,8 @@ def fit_linear_probe(encoder: nn.Module, dataset: Dataset, labels: np.ndarray, n
 class KeepBestOnValidation(L.Callback):
     """Early stopping on validation for the ``finetune`` protocol: after every training epoch the
     model is scored on the validation subjects (macro F1) and, at the end of training, the weights
-    of the best epoch are restored. ``selection`` is then ``{"epoch", "val_f1"}``.
+    of the best epoch are restored. ``selection`` is then ``{"epoch", "val_f1"}``; ``history`` holds
+    every epoch's ``(epoch, val_f1)``.
 
     Args:
         dataset, labels: validation frames and their classes; n_classes: classes.
@@ -194,11 +200,13 @@ class KeepBestOnValidation(L.Callback):
     def __init__(self, dataset: Dataset, labels: np.ndarray, n_classes: int) -> None:
         self.dataset, self.labels, self.n_classes = dataset, labels, n_classes
         self.selection = {"epoch": 0, "val_f1": float("nan")}
+        self.history: list[tuple[int, float]] = []
         self.best_state: dict | None = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         f1 = macro_f1(pl_module, self.dataset, self.labels, self.n_classes)
         pl_module.train()
+        self.history.append((trainer.current_epoch + 1, f1))
         if self.best_state is None or f1 > self.selection["val_f1"]:
             self.selection = {"epoch": trainer.current_epoch + 1, "val_f1": f1}
             self.best_state = copy.deepcopy(pl_module.state_dict())

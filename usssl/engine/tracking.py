@@ -1,10 +1,19 @@
-"""MLflow tracking from rank 0: one parent run per pipeline, one nested run per stage.
+"""MLflow tracking from rank 0, laid out as MLflow's own UI expects.
 
 Lightning's ``MLFlowLogger`` defaults to MLflow's file store, which MLflow ≥ 3.13 refuses, and it
 logs from every rank unless told otherwise; usssl uses this small tracker instead. The default
 store is ``sqlite:///<output_dir>/mlflow.db`` with artifacts in ``<output_dir>/mlartifacts``;
 ``MLFLOW_TRACKING_URI`` overrides it. On ranks other than 0, and when tracking is disabled, every
 method is a no-op.
+
+Layout (docs/mlflow.md): the experiment is named by ``MLFLOW_EXPERIMENT_NAME``, else
+``tracking.experiment`` when the YAML sets it, else the pipeline's ``name`` (:func:`experiment_name`),
+and carries the tag ``mlflow.experimentKind = custom_model_development`` so that MLflow 3's UI opens
+it on the runs table (not the GenAI traces view). One parent run per pipeline (config, versions,
+MLflow's standard source / commit / user tags, the dataset as a run input, the headline metrics and
+the report as its description), one nested run per stage, and below a stage any further nested runs
+it opens with :meth:`Tracker.child` (the evaluate stage: one per configuration, one per fitted
+model below it).
 
 Runs left RUNNING by a process that was killed (SIGKILL, power loss, an OOM kill: no ``finally``
 ran) are ended on the next start: every run carries tags naming its process (``usssl.host``,
@@ -20,42 +29,66 @@ also written to the log, tracking on or off). A remote tracking server that does
 
 Privacy: the config (params and ``config.yaml``) is logged with every path redacted (the fields
 marked ``PATH`` in ``usssl.config``: sources, side tables, cache and output folders, model folders,
-the tracking URI), because folder names in hospitals often carry patient names; nothing else the
-tracker logs comes from the raw data.
+the tracking URI), because folder names in hospitals often carry patient names; the dataset input
+names no path either (its source is the pipeline's name). Nothing else the tracker logs comes from
+the raw data.
 
     >>> tracker = Tracker(cfg)
-    >>> with tracker.pipeline_run(), tracker.stage("pretrain"):
-    ...     tracker.log_metrics({"train/loss": 0.3}, step=10)
+    >>> with tracker.pipeline_run(), tracker.stage("evaluate"):
+    ...     with tracker.child("random-linear-1", params={"init": "random"}):
+    ...         tracker.log_metrics({"macro_f1": 63.4})
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import getpass
 import importlib.metadata
 import json
 import logging
 import os
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import unquote, urlsplit
 
 from usssl.config import PipelineConfig, flatten, to_yaml
 from usssl.engine.distributed import launcher_rank
-from usssl.errors import ConfigError
+from usssl.engine.tracking_checks import (SERVER_TIMEOUT_S, check_tracking_server, process_gone,  # noqa: F401
+                                         process_tags, shown_uri, tracking_problem)
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("usssl", "torch", "torchvision", "torchaudio", "lightning", "mlflow", "numpy", "pandas", "av", "pydicom",
-            "opencv-python-headless", "pydantic")
-SERVER_TIMEOUT_S = 3.0
-"""How long a remote tracking server may take to answer before a run is refused."""
-DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+PACKAGES = ("usssl", "torch", "torchvision", "torchaudio", "lightning", "mlflow", "monai", "numpy", "pandas", "av",
+            "pydicom", "opencv-python-headless", "pydantic")
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3's experiment kind for model training: its UI then opens the runs table, not GenAI traces."""
+NOTE_TAG = "mlflow.note.content"  # a run's description (Markdown) in MLflow's UI
+MAX_TAG_CHARS = 8000  # MLflow truncates longer tag values
+UI_ADDRESS = "http://127.0.0.1:5000"
+
+
+def experiment_name(cfg: PipelineConfig) -> str:
+    """``MLFLOW_EXPERIMENT_NAME`` when set, else ``tracking.experiment`` when the YAML sets it, else the
+    pipeline's ``name``."""
+    env = os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip()
+    if env:
+        return env
+    if "experiment" in cfg.tracking.model_fields_set:
+        return cfg.tracking.experiment
+    return cfg.name
+
+
+def runs_url(experiment_id: str, address: str = UI_ADDRESS) -> str:
+    """The address of the experiment's runs table in ``mlflow ui`` (the machine-learning view)."""
+    return f"{address.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens a local store in MLflow's UI with one worker process (the default 4 take
+    ~3 GiB on a laptop)."""
+    return f"mlflow ui --backend-store-uri {uri} --workers 1"
 
 
 def package_versions() -> dict[str, str]:
@@ -90,78 +123,6 @@ def describe_threads(threads: dict[str, str] | None = None) -> str:
             f"{t['threads.cpu_count']} CPU(s)")
 
 
-def shown_uri(uri: str) -> str:
-    """``uri`` without a user name or password, for messages."""
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        return parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")).geturl()
-    return uri
-
-
-def tracking_problem(uri: str, timeout_s: float = SERVER_TIMEOUT_S) -> str | None:
-    """Why the remote tracking store at ``uri`` cannot be used, found within ``timeout_s`` seconds, or None
-    (it answered, or it is local: sqlite, file). http(s): ``GET <uri>/health`` (proxy settings are
-    honoured, as MLflow does), which an MLflow server answers with 200, or 401/403 behind a login; a
-    database URI: a TCP connection."""
-    parts = urlsplit(uri)
-    scheme = parts.scheme.split("+")[0]
-    try:
-        if scheme in ("http", "https"):
-            status = _health_status(uri, timeout_s)
-            if status == 404:
-                return "it answered HTTP 404 for /health: not an MLflow server? check the host, port and path"
-            if status >= 400 and status not in (401, 403):
-                return f"it answered HTTP {status}: the server, or a proxy on the way, reports an error"
-        elif scheme in DB_PORTS and parts.hostname:
-            socket.create_connection((parts.hostname, parts.port or DB_PORTS[scheme]), timeout=timeout_s).close()
-    except (TimeoutError, socket.timeout):
-        return f"no answer within {timeout_s:g} s"
-    except ConnectionRefusedError:
-        return "connection refused: nothing listens there"
-    except socket.gaierror:
-        return f"unknown host {parts.hostname!r}"
-    except OSError as exc:
-        return str(exc.strerror or exc)
-    return None
-
-
-def _health_status(uri: str, timeout_s: float) -> int:
-    """The HTTP status of ``GET <uri>/health`` (200 for a TLS error: MLflow reports those itself)."""
-    parts = urlsplit(uri)
-    request = urllib.request.Request(shown_uri(uri).rstrip("/") + "/health")
-    if parts.username:
-        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if "ssl" in type(reason).__module__ or "CERTIFICATE" in str(reason).upper():
-            return 200
-        raise reason if isinstance(reason, OSError) else OSError(str(reason)) from None
-
-
-def check_tracking_server(uri: str, timeout_s: float = SERVER_TIMEOUT_S, source: str | None = None) -> None:
-    """Raise at once when the remote tracking store does not answer (:func:`tracking_problem`).
-
-    Raises:
-        ConfigError: names the URI (without credentials), where it came from (``MLFLOW_TRACKING_URI``, or
-            ``tracking.uri`` of the YAML ``source``) and what to do.
-    """
-    problem = tracking_problem(uri, timeout_s)
-    if problem:
-        env = os.environ.get("MLFLOW_TRACKING_URI") == uri
-        origin = "MLFLOW_TRACKING_URI" if env else "tracking.uri"
-        where = f"{source}: " if source and not env else ""
-        raise ConfigError(f"{where}{origin}: the MLflow tracking server {shown_uri(uri)} cannot be used ({problem}); "
-                          f"start it (mlflow server --host HOST --port PORT), correct {origin}, or set "
-                          "tracking.enabled: false to run without tracking")
-
-
 def git_commit(path: Path | None = None) -> str | None:
     """The current git commit of the working tree that holds ``path``, or None."""
     try:
@@ -178,55 +139,19 @@ def redacted_params(cfg: PipelineConfig) -> dict[str, str]:
     return flatten(cfg, redact=True)
 
 
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time in clock ticks since boot) of a Linux process, or None when unreadable."""
+def standard_tags(cfg: PipelineConfig) -> dict[str, str]:
+    """MLflow's own source, commit and user tags (its UI's Source and User columns): the source is
+    ``usssl run <pipeline name>`` (never a file path), the commit that of the working directory's git
+    tree, else of usssl's own."""
+    tags = {"mlflow.source.name": f"usssl run {cfg.name}", "mlflow.source.type": "LOCAL"}
+    commit = git_commit() or git_commit(Path(__file__).resolve().parent)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": state is field 3, starttime 22
-    return (fields[0], fields[19]) if len(fields) > 19 else None
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def process_tags() -> dict[str, str]:
-    """Tags naming this process, so that a later start can tell whether it still runs."""
-    stat = _proc_stat(os.getpid())
-    return {"usssl.host": socket.gethostname(), "usssl.pid": str(os.getpid()),
-            "usssl.process_start": f"{_boot_id()}/{stat[1]}" if stat else ""}
-
-
-def process_gone(tags: dict[str, str]) -> bool:
-    """True when ``tags`` (:func:`process_tags` of a run) name a process of this host that has ended.
-
-    A process counts as running while its pid exists with the recorded start time (boot id and
-    start tick, so a reused pid or a reboot is seen as gone) and is not a zombie. Runs of another
-    host, or without the tags (older usssl), are never called gone.
-    """
-    if tags.get("usssl.host") != socket.gethostname() or not tags.get("usssl.pid", "").isdigit():
-        return False
-    pid = int(tags["usssl.pid"])
-    recorded = tags.get("usssl.process_start", "")
-    stat = _proc_stat(pid)
-    if stat is not None:
-        if stat[0] in ("Z", "X"):  # killed but not yet reaped by its parent
-            return True
-        return bool(recorded) and recorded != f"{_boot_id()}/{stat[1]}"
-    if recorded.split("/")[0] not in ("", _boot_id()):  # the machine rebooted since
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # someone else's process (or /proc hidden): it exists
-        return False
-    return False
+        tags["mlflow.user"] = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        pass
+    return tags
 
 
 def _default_artifact_root(cfg: PipelineConfig) -> str:
@@ -234,15 +159,22 @@ def _default_artifact_root(cfg: PipelineConfig) -> str:
 
 
 class Tracker:
-    """Rank-0 MLflow logging with explicit run ids (safe to call from callbacks)."""
+    """Rank-0 MLflow logging with explicit run ids (safe to call from callbacks).
+
+    ``run_id`` is the active run: the pipeline run, a stage run inside :meth:`stage`, a nested run
+    inside :meth:`child`; every ``log_*`` method writes there unless given a ``run_id``.
+    """
 
     def __init__(self, cfg: PipelineConfig) -> None:
         self.cfg = cfg
         self.enabled = cfg.tracking.enabled and launcher_rank() == 0
         self.uri = cfg.tracking_uri
+        self.experiment = experiment_name(cfg)
         self.client = None
+        self.experiment_id: str | None = None
         self.parent_id: str | None = None
-        self.run_id: str | None = None  # the active stage run (or the parent outside stages)
+        self.run_id: str | None = None  # the active run (the parent outside stages)
+        self._tags: dict[str, str] = {}
         if self.enabled:
             check_tracking_server(self.uri)  # seconds, not minutes of MLflow's retries
             os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no schema-migration chatter
@@ -252,13 +184,22 @@ class Tracker:
             # No mlflow.set_tracking_uri: in MLflow 3 it also sets MLFLOW_TRACKING_URI, which would send
             # every later pipeline of this process (notebooks, tests) to this run's store.
             self.client = MlflowClient(self.uri)
-            exp = self.client.get_experiment_by_name(cfg.tracking.experiment)
+            exp = self.client.get_experiment_by_name(self.experiment)
             if exp is None:
                 location = _default_artifact_root(cfg) if self.uri.startswith("sqlite:") else None
-                self.experiment_id = self.client.create_experiment(cfg.tracking.experiment, location)
+                self.experiment_id = self.client.create_experiment(self.experiment, location,
+                                                                   tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             else:
                 self.experiment_id = exp.experiment_id
+                if EXPERIMENT_KIND_TAG not in exp.tags:  # an experiment made elsewhere: keep a kind it has
+                    self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            self._tags = standard_tags(cfg)
             self.end_orphaned_runs()
+
+    @property
+    def runs_url(self) -> str | None:
+        """The experiment's runs table in a local ``mlflow ui`` (None without tracking)."""
+        return runs_url(self.experiment_id) if self.experiment_id is not None else None
 
     def end_orphaned_runs(self) -> list[str]:
         """Set every RUNNING run of the experiment whose process is gone (``process_gone``) to
@@ -285,33 +226,43 @@ class Tracker:
             log.warning("%d MLflow run(s) left RUNNING by a process that is gone set to KILLED", len(ended))
         return ended
 
+    def _create_run(self, name: str, parent: str | None, tags: dict[str, str] | None = None) -> str:
+        tags = {**self._tags, "usssl.pipeline": self.cfg.name, **process_tags(), **(tags or {})}
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+
+    @contextlib.contextmanager
+    def _active(self, run_id: str) -> Iterator[str]:
+        """``run_id`` is the active run inside; FINISHED after, FAILED on an exception."""
+        outer, self.run_id = self.run_id, run_id
+        status = "FAILED"
+        try:
+            yield run_id
+            status = "FINISHED"
+        finally:
+            self.client.set_terminated(run_id, status=status)
+            self.run_id = outer
+
     @contextlib.contextmanager
     def pipeline_run(self, run_name: str | None = None) -> Iterator["Tracker"]:
-        """The parent run: config, versions, thread counts, git commit."""
+        """The parent run: config, versions, thread counts, source tags."""
         threads = thread_settings()
         log.info("threads: %s (results can differ with the thread count)", describe_threads(threads))
         if not self.enabled:
             yield self
             return
-        run = self.client.create_run(self.experiment_id, run_name=run_name or self.cfg.name,
-                                     tags={"usssl.pipeline": self.cfg.name, **process_tags()})
-        self.parent_id = self.run_id = run.info.run_id
-        status = "FAILED"
+        self.parent_id = self._create_run(run_name or self.cfg.name, None)
         try:
-            self.log_params({**redacted_params(self.cfg), **threads})
-            self.log_text(to_yaml(self.cfg, redact=True), "config.yaml")
-            versions = package_versions()
-            self.log_dict(versions, "versions.json")
-            tags = {f"version.{k}": v for k, v in versions.items()}
-            commit = git_commit()
-            if commit:
-                tags["git_commit"] = commit
-            self.set_tags(tags)
-            yield self
-            status = "FINISHED"
+            with self._active(self.parent_id):
+                self.log_params({**redacted_params(self.cfg), **threads})
+                self.log_text(to_yaml(self.cfg, redact=True), "config.yaml")
+                versions = package_versions()
+                self.log_dict(versions, "versions.json")
+                self.set_tags({f"version.{k}": v for k, v in versions.items()})
+                yield self
         finally:
-            self.client.set_terminated(run.info.run_id, status=status)
-            self.run_id = self.parent_id = None
+            self.parent_id = None
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator["Tracker"]:
@@ -319,49 +270,100 @@ class Tracker:
         if not self.enabled:
             yield self
             return
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=name,
-            tags={"mlflow.parentRunId": self.parent_id or "", "usssl.stage": name, **process_tags()},
-        )
-        outer, self.run_id = self.run_id, run.info.run_id
-        status = "FAILED"
-        try:
+        with self._active(self._create_run(name, self.parent_id, {"usssl.stage": name})):
             yield self
-            status = "FINISHED"
-        finally:
-            self.client.set_terminated(run.info.run_id, status=status)
-            self.run_id = outer
+
+    @contextlib.contextmanager
+    def child(self, name: str, params: dict[str, Any] | None = None,
+              tags: dict[str, str] | None = None) -> Iterator[str | None]:  # fmt: skip
+        """A run nested under the active one (a configuration under evaluate, a fitted model under that),
+        active inside; yields its id (None without tracking)."""
+        if not self.enabled:
+            yield None
+            return
+        with self._active(self._create_run(name, self.run_id, tags)) as run_id:
+            if params:
+                self.log_params(params)
+            yield run_id
+
+    def run_exists(self, run_id: str | None) -> bool:
+        """Whether ``run_id`` is a run of this store and experiment."""
+        if not self.enabled or not run_id:
+            return False
+        try:
+            return self.client.get_run(run_id).info.experiment_id == self.experiment_id
+        except Exception:  # noqa: BLE001 (MlflowException: not found; another store's id)
+            return False
+
+    def adopt(self, run_id: str) -> None:
+        """Move the run ``run_id`` (and its children) under the active run."""
+        if self.enabled:
+            self.client.set_tag(run_id, "mlflow.parentRunId", self.run_id)
 
     # -- logging -------------------------------------------------------------------------------
-    def log_params(self, params: dict[str, Any]) -> None:
+    def log_params(self, params: dict[str, Any], run_id: str | None = None) -> None:
         if not self.enabled:
             return
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+            self.client.log_batch(run_id or self.run_id, params=items[i : i + 100])
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
         if not self.enabled or not metrics:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k.replace("@", "_"), float(v), now, step or 0) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=items)
+        self.client.log_batch(run_id or self.run_id, metrics=items)
 
-    def set_tags(self, tags: dict[str, str]) -> None:
+    def log_history(self, history: dict[str, list[tuple[int, float]]], run_id: str | None = None) -> None:
+        """Whole curves at once: metric name -> [(step, value), ...]."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(s)) for k, points in history.items() for s, v in points]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id or self.run_id, metrics=items[i : i + 1000])
+
+    def set_tags(self, tags: dict[str, str], run_id: str | None = None) -> None:
         if not self.enabled:
             return
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(run_id or self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+    def set_description(self, text: str, run_id: str | None = None) -> None:
+        """The run's description in MLflow's UI (Markdown; cut at MLflow's 8000 characters)."""
+        if len(text) > MAX_TAG_CHARS:
+            more = "\n\n… (cut: the full report is the artifact report/report.md of the evaluate run)"
+            text = text[: MAX_TAG_CHARS - len(more)] + more
+        self.set_tags({NOTE_TAG: text}, run_id)
+
+    def log_dataset(self, name: str, digest: str, profile: dict[str, Any], card: str | None = None,
+                    context: str = "training", run_id: str | None = None) -> None:  # fmt: skip
+        """The cache as a run input (MLflow's Dataset column): ``name``, the first 12 hex digits of its
+        ``digest`` (the full one in the profile), counts in ``profile``; the data card as the artifact
+        ``dataset/data_card.md``. Its source names the pipeline, never a path."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        source = json.dumps({"tags": {"usssl.pipeline": self.cfg.name}})
+        dataset = Dataset(name=name, digest=digest[:12], source_type="code", source=source,
+                          profile=json.dumps({"digest": digest, **profile}, default=str))
+        self.client.log_inputs(run_id or self.run_id,
+                               [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+        if card:
+            self.client.log_text(run_id or self.run_id, card, "dataset/data_card.md")
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None, run_id: str | None = None) -> None:
         if self.enabled:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+            self.client.log_artifact(run_id or self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, name: str) -> None:
         if self.enabled:

@@ -107,10 +107,10 @@ def build_trainer(
                             auto_insert_metric_name=False, save_last=True, save_top_k=1,
                             monitor=None, every_n_epochs=1, save_on_train_epoch_end=True)
         )
-    if t.progress:
-        from lightning.pytorch.callbacks import TQDMProgressBar
+    if t.progress:  # rich's bar on a terminal, one line per epoch in a log file (usssl.engine.progress)
+        from usssl.engine.progress import training_bar
 
-        cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps)))
+        cbs.append(training_bar(refresh_rate=max(1, t.log_every_n_steps)))
     cbs += callbacks or []
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")

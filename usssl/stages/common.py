@@ -37,6 +37,9 @@ from usssl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+RUN_CONFIG_FILE = "config.yaml"
+"""The resolved config a pipeline run writes into its output_dir (``usssl export RUN_DIR`` reads it)."""
+
 
 @dataclass
 class Fold:

@@ -15,6 +15,12 @@ Outputs in ``<output_dir>/evaluate/``:
 - ``report.md``, ``label_efficiency.png`` and ``confusion_<init>-<protocol>-<fraction>.png``
   (counts summed over folds).
 
+In MLflow (docs/mlflow.md) the evaluate run holds these files under ``report/``; below it, one run per
+configuration (params init, protocol, label_fraction; metrics: the estimate and its interval bounds, in
+%), and below each, the run of every fitted model of it (params fold, seed; its test scores in % beside
+the training and validation curves the finetune stage logged into it). The summary's ``headline``
+(the estimate at the largest label fraction per init and protocol) goes to the pipeline run.
+
     >>> summary = run(cfg, cfg.stage("evaluate"), tracker, resume=False)
 """
 
@@ -110,7 +116,6 @@ def run(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dic
         predictions.append(frame)
         pooled.setdefault(key, []).append(frame)
         probs_of.setdefault(key, []).append(probs)
-        tracker.log_metrics({f"{entry['tag']}/{m}": scores[m] for m in ("precision", "recall", "f1", "accuracy")})
     results = pd.DataFrame(rows)
     intervals = pd.DataFrame([_estimate(key, pd.concat(frames), np.concatenate(probs_of[key]), results, ecfg,
                                         len(classes), cfg.seed) for key, frames in pooled.items()])
@@ -139,9 +144,49 @@ def run(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dic
         tracker.log_artifact(out / name, "report")
     for png in sorted(out.glob("confusion_*.png")):
         tracker.log_artifact(png, "report/confusion")
+    log_layout(tracker, manifest, results, intervals)
     n_test = int(results.groupby(["seed", "fold"])["n_test"].first().groupby("fold").first().sum())
     return {"report": report, "results": str(out / "results.csv"), "n_test": n_test, "folds": len(folds),
-            "seeds": int(results["seed"].nunique())}
+            "seeds": int(results["seed"].nunique()), "headline": headline(intervals)}
+
+
+SCORES = {"f1": "macro_f1", "precision": "macro_precision", "recall": "macro_recall", "accuracy": "accuracy"}
+"""Column of results.csv / intervals.csv -> MLflow metric name (values logged in %)."""
+
+
+def _percent(row: dict, names: dict[str, str]) -> dict[str, float]:
+    return {name: 100 * float(row[col]) for col, name in names.items() if col in row and pd.notna(row[col])}
+
+
+def headline(intervals: pd.DataFrame) -> dict[str, float]:
+    """``macro_f1/<init>-<protocol>``: the estimate (in %) at the largest label fraction of each."""
+    top = intervals[intervals["label_fraction"] == intervals["label_fraction"].max()]
+    return {f"macro_f1/{r.init}-{r.protocol}": round(100 * float(r.f1), 2) for r in top.itertuples()}
+
+
+def log_layout(tracker, manifest: list[dict], results: pd.DataFrame, intervals: pd.DataFrame) -> None:
+    """Under the active (evaluate) run: one run per configuration, its fitted models' runs below it
+    (the finetune stage's run of each model is moved there when this store has it, else one is made)."""
+    bounds = {f"{col}_{end}": f"{name}_{end}" for col, name in SCORES.items() for end in ("lo", "hi")}
+    extra = {"fold_f1_mean": "fold_macro_f1_mean", "fold_f1_std": "fold_macro_f1_std", "val_f1": "val_macro_f1",
+             "auroc": "auroc"}  # fmt: skip
+    for row in intervals.to_dict("records"):
+        key = tuple(row[k] for k in KEYS)
+        params = {**dict(zip(KEYS, key)), **{k: row[k] for k in ("n_folds", "n_seeds", "n_subjects")}}
+        with tracker.child(_config_tag(key), params=params, tags={"usssl.kind": "configuration"}):
+            tracker.log_metrics(_percent(row, {**SCORES, **bounds, **extra}))
+            for entry, scores in zip(manifest, results.to_dict("records")):  # results.csv: one row per entry
+                if tuple(entry[k] for k in KEYS) != key:
+                    continue
+                metrics = _percent(scores, {**SCORES, "val_f1": "val_macro_f1"}) | {"n_test": float(scores["n_test"])}
+                if tracker.run_exists(entry.get("mlflow_run_id")):
+                    tracker.adopt(entry["mlflow_run_id"])
+                    tracker.log_metrics(metrics, run_id=entry["mlflow_run_id"])
+                    continue
+                with tracker.child(entry["tag"], params={**dict(zip(KEYS, key)), "fold": entry["fold"],
+                                                         "seed": scores["seed"], "n_train": entry["n_train"]},
+                                   tags={"usssl.model": entry["tag"]}):  # fmt: skip
+                    tracker.log_metrics(metrics)
 
 
 def _estimate(key, both: pd.DataFrame, probs: np.ndarray, results: pd.DataFrame, ecfg: EvaluateConfig,

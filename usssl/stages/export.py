@@ -23,6 +23,7 @@ from torch import nn
 from usssl.config import ExportConfig, PipelineConfig
 from usssl.data.cache import Cache
 from usssl.engine.distributed import is_main_process
+from usssl.downstream.export import SALIENCY_FILE
 from usssl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -120,20 +121,39 @@ def refit_on_all_subjects(cfg: PipelineConfig, recipe: dict, tracker, resume: bo
                             "n_inner_val_subjects": len(fold.val_subjects)}
 
 
+def refit_checkpoint(cfg: PipelineConfig) -> Path:
+    """Where the export stage keeps the model it refit on every subject (for ``usssl export RUN_DIR``)."""
+    return Path(cfg.output_dir) / "export-refit" / "classifier.pt"
+
+
 def run(cfg: PipelineConfig, xcfg: ExportConfig, tracker, resume: bool) -> dict:
     """Export the chosen classifier (+ saliency model) to ``<output_dir>/export``."""
-    from usssl.downstream.checkpoint import load_classifier, load_saliency_model
-    from usssl.downstream.export import PreprocessingSpec, export_model
+    from usssl.downstream.checkpoint import load_classifier, save_classifier
 
     recipe = choose_recipe(cfg, xcfg)
-    estimate = cv_estimate(cfg, recipe)
     if xcfg.model == "best" and xcfg.refit:
-        model, _, refit = refit_on_all_subjects(cfg, recipe, tracker, resume)
+        model, enc_cfg, refit = refit_on_all_subjects(cfg, recipe, tracker, resume)
         trained_on = {"refit": "every subject", **refit}
         if not is_main_process():  # the other ranks only helped train
             return {}
+        save_classifier(refit_checkpoint(cfg), model, enc_cfg, Cache(cfg.cache_dir).classes, tag="export-refit",
+                        trained_on=trained_on, **{k: recipe[k] for k in KEYS})  # fmt: skip
     else:
         model, trained_on = load_classifier(recipe["path"]), {"refit": f"no: the fitted model {recipe['tag']}"}
+    out = write_export(cfg, xcfg, recipe, model, trained_on, Path(cfg.output_dir) / "export", tracker)
+    return {"model": recipe["tag"], "recipe": {k: recipe[k] for k in KEYS}, "saliency": (out / SALIENCY_FILE).is_file(),
+            "export_dir": str(out), "refit": xcfg.model == "best" and xcfg.refit}
+
+
+def write_export(cfg: PipelineConfig, xcfg: ExportConfig, recipe: dict, model: nn.Module, trained_on: dict,
+                 out: Path, tracker) -> Path:  # fmt: skip
+    """``model`` (+ the saliency model of its init) as an export folder ``out`` with its provenance; with
+    tracking, its files as artifacts of the active run and both networks as MLflow models."""
+    from usssl.downstream.checkpoint import load_saliency_model
+    from usssl.downstream.export import SPEC_FILE, PreprocessingSpec, export_model, example_input
+    from usssl.engine.mlflow_models import log_torch_model
+
+    estimate = cv_estimate(cfg, recipe)
     saliency, clip = None, None
     candidates = sorted((Path(cfg.output_dir) / "saliency" / recipe["init"]).rglob("saliency_model.pt"))
     if xcfg.saliency and candidates:
@@ -144,10 +164,60 @@ def run(cfg: PipelineConfig, xcfg: ExportConfig, tracker, resume: bool) -> dict:
     spec.provenance |= {"selection": recipe["selection"], "cross_validated_estimate": estimate,
                         "trained_on": trained_on,
                         "saliency_model": str(candidates[0].relative_to(cfg.output_dir)) if saliency else None}
-    out = export_model(model, Path(cfg.output_dir) / "export", spec, saliency=saliency)
+    out = export_model(model, out, spec, saliency=saliency)
     for name in sorted(p.name for p in out.iterdir()):
         tracker.log_artifact(out / name, "export")
+    params = {k: recipe[k] for k in KEYS} | {"refit": trained_on["refit"]}
+    log_torch_model(tracker, model, "plane_classifier", example_input(spec, "planes"), [out / SPEC_FILE], params)
+    if saliency is not None:
+        log_torch_model(tracker, saliency, "saliency_model", example_input(spec, "saliency"), [out / SPEC_FILE],
+                        params)
     log.info("exported %s (%s) to %s (usssl predict %s INPUT...)", "-".join(str(recipe[k]) for k in KEYS),
              trained_on["refit"], out, out)
-    return {"model": recipe["tag"], "recipe": {k: recipe[k] for k in KEYS}, "saliency": saliency is not None,
-            "export_dir": str(out), "refit": xcfg.model == "best" and xcfg.refit}
+    return out
+
+
+def reexport(run_dir: str | Path, model: str | None = None, out: str | Path | None = None) -> dict:
+    """Export again a model a finished run trained, without training: the run's own choice (its refit
+    model when the export stage refit one, else its chosen fitted model) or the fitted model ``model``
+    (a tag of ``finetune/manifest.json``). Reads the run's ``config.yaml``; writes ``out`` (default
+    ``RUN_DIR/export``, or ``RUN_DIR/export-<model>``); logs nothing to MLflow.
+
+    Raises:
+        ConfigError: no config.yaml or manifest in ``run_dir``, an unknown model tag, or a refit model
+            the run did not keep.
+    """
+    from usssl.config import load_config
+    from usssl.downstream.checkpoint import load_classifier
+    from usssl.engine.tracking import Tracker
+    from usssl.stages.common import RUN_CONFIG_FILE
+
+    root = Path(run_dir)
+    if not (root / RUN_CONFIG_FILE).is_file() or not (root / "finetune" / "manifest.json").is_file():
+        raise ConfigError(f"usssl export: {root} has no {RUN_CONFIG_FILE} and finetune/manifest.json; give the "
+                          "output_dir of a finished `usssl run` (a run from before usssl wrote config.yaml: run "
+                          "`usssl run PIPELINE --resume` once, which writes it and skips the finished stages)")
+    cfg = load_config(root / RUN_CONFIG_FILE)
+    cfg = cfg.model_copy(update={"output_dir": str(root), "tracking": cfg.tracking.model_copy(update={"enabled": False})})
+    xcfg = cfg.stage("export") or ExportConfig()
+    if model:
+        xcfg = xcfg.model_copy(update={"model": model})
+    recipe = choose_recipe(cfg, xcfg)
+    recipe["path"] = str(root / "finetune" / Path(recipe["path"]).name)  # the run may have been moved
+    if xcfg.model == "best" and xcfg.refit:
+        path = refit_checkpoint(cfg)
+        if not path.is_file():
+            raise ConfigError(f"usssl export: {root} exported a model refit on every subject and did not keep it "
+                              f"({path} is missing); give --model TAG to export a fitted model, or rerun the "
+                              "export stage")
+        import torch
+
+        trained_on = torch.load(path, map_location="cpu", weights_only=False).get("trained_on", {"refit": "every subject"})
+        classifier = load_classifier(path)
+    else:
+        classifier, trained_on = load_classifier(recipe["path"]), {"refit": f"no: the fitted model {recipe['tag']}"}
+    target = Path(out) if out else root / ("export" if not model else f"export-{model}")
+    written = write_export(cfg, xcfg, recipe, classifier, trained_on, target, Tracker(cfg))
+    return {"model": recipe["tag"] if xcfg.model != "best" or not xcfg.refit else "refit on every subject",
+            "recipe": {k: recipe[k] for k in KEYS}, "export_dir": str(written),
+            "saliency": (written / SALIENCY_FILE).is_file()}

@@ -12,6 +12,7 @@ subjects.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,22 +44,30 @@ def _background(classes: list[str]) -> int | None:
     return classes.index(BACKGROUND) if BACKGROUND in classes else None
 
 
-def _fit_finetune(cfg, fcfg, model, subset, background, tracker, tag: str, seed: int, keep=None) -> None:
+def _fit_finetune(cfg, fcfg, model, subset, background, tracker, tag: str, seed: int, keep=None,
+                  prefix: str = "") -> None:
     from usssl.downstream.plane_detection import balanced_loader
     from usssl.engine.trainer import build_trainer
 
     loader = balanced_loader(subset, subset.labels, fcfg.batch_size, fcfg.samples_per_epoch,
                              seed=seed, background=background)
     trainer = build_trainer(cfg, f"finetune/{tag}", tracker, fcfg.max_epochs, checkpoints=False,
-                            metric_prefix=f"{tag}/", callbacks=[keep] if keep is not None else None)
+                            metric_prefix=prefix, callbacks=[keep] if keep is not None else None)
     trainer.fit(model, loader)
+    if keep is not None:  # the validation curve beside the training curves
+        tracker.log_history({f"{prefix}val/macro_f1": [(e, 100 * f) for e, f in keep.history]})
 
 
 def fit(cfg: PipelineConfig, fcfg: FinetuneConfig, protocol: str, make_encoder: Callable[[], nn.Module],
         subset: FrameDataset, val: FrameDataset | None, classes: list[str], tracker, tag: str,
-        seed: int) -> tuple[nn.Module, dict]:
+        seed: int, metric_prefix: str | None = None) -> tuple[nn.Module, dict]:
     """Fit one model of ``protocol`` on the labelled ``subset``; every choice on ``val`` (the fold's
-    validation subjects), never on test. Returns (model, selection: epoch, lr, val_f1)."""
+    validation subjects), never on test. Returns (model, selection: epoch, lr, val_f1).
+
+    Curves (``train/*`` per step and epoch, ``val/macro_f1`` in % per epoch) go to the tracker's active
+    run, named ``<metric_prefix>train/ce`` …; ``metric_prefix`` None: ``<tag>/``. With several learning
+    rates each lr's curves are prefixed ``lr<lr>/`` as well."""
+    prefix = f"{tag}/" if metric_prefix is None else metric_prefix
     import lightning as L
 
     from usssl.downstream.plane_detection import KeepBestOnValidation, fit_knn, fit_linear_probe, macro_f1
@@ -68,16 +77,19 @@ def fit(cfg: PipelineConfig, fcfg: FinetuneConfig, protocol: str, make_encoder: 
     if protocol == "linear":
         model = fit_linear_probe(make_encoder(), subset, subset.labels, n_classes, epochs=fcfg.linear_epochs,
                                  seed=seed, val=(val, val.labels) if has_val and fcfg.early_stopping else None)
+        tracker.log_history({prefix + k: v for k, v in model.curves.items()})
         chosen = dict(model.selection, lr=0.05)
     elif protocol == "knn":
         model, chosen = fit_knn(make_encoder(), subset, subset.labels, n_classes, fcfg.knn_k, fcfg.knn_temperature), {}
     else:
         best_model, chosen = None, {}
-        for lr in fcfg.lr_grid or [fcfg.optimizer.lr]:
+        grid = fcfg.lr_grid or [fcfg.optimizer.lr]
+        for lr in grid:
             L.seed_everything(seed, workers=True, verbose=False)
             model = finetune_model(make_encoder(), n_classes, fcfg, lr)
             keep = KeepBestOnValidation(val, val.labels, n_classes) if has_val and fcfg.early_stopping else None
-            _fit_finetune(cfg, fcfg, model, subset, _background(classes), tracker, tag, seed, keep)
+            _fit_finetune(cfg, fcfg, model, subset, _background(classes), tracker, tag, seed, keep,
+                          prefix + (f"lr{lr:g}/" if len(grid) > 1 else ""))
             found = dict(keep.selection if keep else {"epoch": fcfg.max_epochs}, lr=lr)
             if "val_f1" not in found and has_val:
                 found["val_f1"] = macro_f1(model, val, val.labels, n_classes)
@@ -103,9 +115,12 @@ def supervised_encoder(cfg: PipelineConfig, fcfg: FinetuneConfig, fold: Fold, ca
     import lightning as L
 
     L.seed_everything(seed, workers=True, verbose=False)
-    model, _ = fit(cfg, fcfg, "finetune", lambda: build_encoder(enc_cfg), fold.frames(cache, "train", fcfg.frame_stride),
-                   fold.frames(cache, "val", fcfg.frame_stride), cache.classes, tracker,
-                   f"supervised-fold{fold.index}{_seed_tag(cfg, seed)}", seed)
+    tag = f"supervised-encoder-fold{fold.index}{_seed_tag(cfg, seed)}"
+    with tracker.child(tag, params={"init": "random", "protocol": "finetune", "label_fraction": 1.0,
+                                    "fold": fold.index, "seed": seed, "purpose": "the supervised reference encoder"}):
+        model, _ = fit(cfg, fcfg, "finetune", lambda: build_encoder(enc_cfg),
+                       fold.frames(cache, "train", fcfg.frame_stride), fold.frames(cache, "val", fcfg.frame_stride),
+                       cache.classes, tracker, tag, seed, metric_prefix="")
     if is_main_process():
         save_encoder(path, model.encoder, enc_cfg)
     return model.encoder
@@ -173,19 +188,23 @@ def run(cfg: PipelineConfig, fcfg: FinetuneConfig, tracker, resume: bool) -> dic
                             continue
                         subset = fold.frames(cache, "train", fcfg.frame_stride, indices=idx)
                         t0 = time.time()
-                        model, chosen = fit(cfg, fcfg, protocol, make_encoder, subset, val, cache.classes, tracker,
-                                            tag, seed)
+                        params = {k: entry[k] for k in ("init", "protocol", "label_fraction", "fold", "seed",
+                                                        "n_train", "n_val_subjects")}
+                        with tracker.child(tag, params=params, tags={"usssl.model": tag}) as run_id:
+                            model, chosen = fit(cfg, fcfg, protocol, make_encoder, subset, val, cache.classes,
+                                                tracker, tag, seed, metric_prefix="")
+                            tracker.log_params({"selected_epoch": chosen["epoch"], "selected_lr": chosen["lr"]})
+                            tracker.log_metrics({"train_seconds": time.time() - t0} | (
+                                {} if math.isnan(chosen["val_f1"]) else {"val_macro_f1": 100 * chosen["val_f1"]}))
                         entry |= {"val_f1": chosen["val_f1"], "selected_epoch": chosen["epoch"],
-                                  "selected_lr": chosen["lr"]}
+                                  "selected_lr": chosen["lr"], "mlflow_run_id": run_id}
                         manifest.append(entry)
                         extra = {"knn_k": fcfg.knn_k, "knn_temperature": fcfg.knn_temperature} if protocol == "knn" else {}
                         if is_main_process():
                             save_classifier(path, model, enc_cfg, cache.classes, **extra,
                                             **{k: v for k, v in entry.items() if k != "path"})
-                        tracker.log_metrics({f"{tag}/train_seconds": time.time() - t0, f"{tag}/n_train": idx.size,
-                                             **({f"{tag}/val_f1": chosen["val_f1"]} if val is not None and len(val) else {})})
-                        if cfg.tracking.log_checkpoints:
-                            tracker.log_artifact(path, "checkpoints")
+                        if cfg.tracking.log_checkpoints and run_id:
+                            tracker.log_artifact(path, "checkpoints", run_id=run_id)
     if is_main_process():
         write_json_atomic(out / "manifest.json", manifest, newline=False)
     return {"models": len(manifest), "folds": len(folds), "seeds": len(cfg.run_seeds)}
@@ -196,4 +215,4 @@ def _saved_selection(path: Path) -> dict:
     import torch
 
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    return {k: saved.get(k) for k in ("val_f1", "selected_epoch", "selected_lr")}
+    return {k: saved.get(k) for k in ("val_f1", "selected_epoch", "selected_lr", "mlflow_run_id")}
