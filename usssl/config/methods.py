@@ -155,6 +155,15 @@ class CVRLConfig(Strict):
     blur_p: float = Field(0.5, ge=0, le=1, description="probability of a Gaussian blur (paper: 0.5)")
     blur_sigma: tuple[float, float] = Field(
         (0.1, 2.0), description="blur σ range in pixels at 224 px, scaled with the frame size (paper: 0.1–2)")
+    sync_batchnorm: bool = Field(
+        True, description="under DDP on GPUs, BatchNorm in encoder and head uses the global batch's statistics "
+        "(SyncBatchNorm, as the official code's use_sync_bn); CPU/gloo runs keep plain BatchNorm and log it")
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="linear learning-rate warm-up from 0 over this many epochs, per step, before the "
+        "optimizer's schedule (official: 5 epochs; 0: none)")
+    decay_bn_bias: bool = Field(
+        False, description="apply the optimizer's weight decay to BatchNorm and bias parameters too (the official "
+        "code decays conv and linear kernels only)")
 
     @model_validator(mode="after")
     def _check_ranges(self) -> "CVRLConfig":
