@@ -20,6 +20,9 @@ Variants (the paper names them; their layers are ours, as the paper gives none):
   own copy of those stages (``transform_tail``) and sees the original and the transformed clip.
   **What transfers** is ``encoder``: the shared trunk plus the order branch's own stages, exactly
   the network the order branch runs; the transform branch's copy is discarded with the heads.
+  With ``order_grid`` > 0 the order branch reads the map before the encoder's last linear layer
+  (the tiny encoders' ``fc``; the paper backbones have none), which then keeps its random
+  initialisation in the transferred encoder (the transform branch trains its own copy).
 - ``disentangled``: one clip is shuffled *and* transformed; one network (the whole encoder) reads
   the order from it and τ from it together with its untransformed, equally shuffled copy (so that
   order cannot be read off by matching frames); ``encoder`` is that network.
