@@ -62,3 +62,24 @@ def test_scale_enlarges_about_the_centre_and_centre_crop():
     assert img[3:5, 3:5].min() > 0.99 and (img[2:6, 2:6] > 0.5).all()  # the square grew to 4×4 ...
     assert img[[0, 7]].abs().max() < 1e-6 and img[:, [0, 7]].abs().max() < 1e-6  # ... not to the edge
     assert centre_crop(torch.rand(1, 1, 2, 10, 20), 0.5).shape == (1, 1, 2, 5, 10)
+
+
+def test_valid_region_by_hand_and_filled_by_every_transform():
+    from usssl.methods.affine import valid_region
+
+    # translation only, ±20% of 8 px = ±1.6 px: a pixel centre x is read from x ∓ 1.6, and bilinear needs it
+    # within ±3.5 (the outer pixel centres): |x| ≤ 1.9, i.e. the 4 central columns (and rows)
+    shift = AffineRanges(max_translation=0.2, scale_range=(1.0, 1.0), max_rotation_deg=0, max_shear_deg=0)
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[2:6, 2:6] = True
+    assert torch.equal(valid_region(shift, 8, 8), expected)
+    # scale 0.5 only: x is read from 2x, |2x| ≤ 3.5 → |x| ≤ 1.75: again the 4 central pixel centres
+    half = AffineRanges(max_translation=0.0, scale_range=(0.5, 1.0), max_rotation_deg=0, max_shear_deg=0)
+    assert torch.equal(valid_region(half, 8, 8), expected)
+    # the default ranges: every drawn τ fills the region from inside the frame, and the region is tight
+    ranges = AffineRanges()
+    region = valid_region(ranges, 32, 40)
+    moved = apply_affine(torch.ones(4000, 1, 1, 32, 40), sample_affine(4000, ranges, torch.Generator().manual_seed(0)))
+    assert (moved[:, 0, 0][:, region] - 1).abs().max() < 1e-5
+    assert (moved[:, 0, 0][:, ~region] < 1 - 1e-5).any(dim=0).float().mean() > 0.85
+    assert 0.15 < region.float().mean() < 0.3

@@ -40,8 +40,13 @@ def test_training_step_logs_every_term_and_reaches_the_encoder(variant, loss_nor
     assert set(logged) == LOGGED and torch.isfinite(loss)
     assert logged["train/loss"] == pytest.approx(logged["train/order_ce"] + logged["train/transform_reg"], rel=1e-5)
     assert 0 <= logged["train/order_acc"] <= 1 and 0 < logged["train/embedding_std"] < 1
-    assert module.encoder.image_encoder.fc.weight.grad.abs().sum() > 0
-    assert module.encoder.image_encoder.features[0].weight.grad.abs().sum() > 0
+    image = module.encoder.image_encoder
+    assert image.features[0].weight.grad.abs().sum() > 0  # the shared trunk
+    assert image.features[18].weight.grad.abs().sum() > 0  # the last stage: the order branch's own (Siamese)
+    if variant == "siamese":  # the order branch reads the grid-pooled map, before the encoder's fc
+        assert image.fc.weight.grad is None and module.transform_tail[0][0].weight.grad.abs().sum() > 0
+    else:
+        assert image.fc.weight.grad.abs().sum() > 0
 
 
 def test_siamese_and_disentangled_shapes_and_branches():
@@ -55,9 +60,9 @@ def test_siamese_and_disentangled_shapes_and_branches():
         logits, pred, feats = module.tasks(clip, perms, params)
         assert logits.shape == (5, 12) and pred.shape == (5, 5) and feats.shape == (5, 16)
         assert module.order_head[0].in_features == 6 * 16  # the 4·3/2 frame pairs, concatenated in order
-    assert hasattr(siamese, "order_branch") and hasattr(siamese, "transform_branch") and not hasattr(siamese, "joint")
-    assert siamese.transform_branch[0].in_features == 2 * 16  # [f(clip), f(τ clip)]
-    assert hasattr(disentangled, "joint") and not hasattr(disentangled, "order_branch")
+    for module in (siamese, disentangled):
+        assert module.transform_branch[0].in_features == 2 * 16  # [f(clip), f(τ clip)]
+    assert hasattr(siamese, "transform_tail") and not hasattr(disentangled, "transform_tail")
     # the Siamese transform branch never sees the shuffled clip: its prediction ignores the order
     siamese.eval()
     with torch.no_grad():
@@ -91,10 +96,11 @@ def test_siamese_order_features_are_pooled_feature_maps_per_frame():
     image = module.encoder.image_encoder  # tiny2d, width 4: last map has 4·4 = 16 channels
     assert module.order_branch[0].in_features == 16 * 2 * 2  # C'·g², not the pooled D = 16
     assert OrderTransformModule(cfg(order_grid=0)).order_branch[0].in_features == 16
-    assert OrderTransformModule(cfg(variant="disentangled")).joint[0].in_features == 2 * 16  # pooled there
+    assert OrderTransformModule(cfg(variant="disentangled", order_grid=2)).order_branch[0].in_features == 16 * 2 * 2
     clip = torch.rand(3, 1, 4, 64, 64)
     with torch.no_grad():
-        (grids,) = module._frame_grids([clip])  # (B, T, C'·g²)
+        frames = clip.transpose(1, 2).reshape(12, 1, 64, 64)  # (B·T, C, H, W)
+        grids = module._order_feature(image.feature_map(frames)).view(3, 4, -1)  # (B, T, C'·g²)
         fmap = image.feature_map(clip[:, :, 2])  # frame 2 alone: (3, 16, 4, 4) at 64 px
     by_hand = fmap.reshape(3, 16, 2, 2, 2, 2).mean(dim=(3, 5))  # 2 × 2 blocks of the 4 × 4 map averaged
     assert grids.shape == (3, 4, 64)
@@ -106,20 +112,21 @@ def test_siamese_order_features_are_pooled_feature_maps_per_frame():
     right = left.roll(shifts=32, dims=-1)  # a multiple of the encoder stride 16 (padding still leaks)
     module.train()  # batch statistics: activations of order 1 (random running stats are tiny in eval)
     with torch.no_grad():
-        g_left, g_right = (g.reshape(4, 16, 4) for g in module._frame_grids([left, right]))
+        both = torch.cat([left, right]).transpose(1, 2).reshape(8, 1, 64, 64)
+        g_left, g_right = (g.reshape(4, 16, 4) for g in module._order_feature(image.feature_map(both)).chunk(2))
     assert (g_left - g_right).abs().mean() > 2 * (g_left.mean(-1) - g_right.mean(-1)).abs().mean()
 
 
-def test_order_grid_needs_a_feature_map():
-    class NoMap(torch.nn.Module):
+def test_the_branches_need_an_encoder_with_stages():
+    class NoStages(torch.nn.Module):  # a custom encoder: nothing to split into a trunk and branches
         out_dim = 8
 
         def forward(self, x):
             return x.mean(dim=(2, 3, 4)).expand(-1, 8)
 
-    with pytest.raises(ConfigError, match="order_grid"):
-        OrderTransformModule(cfg(), encoder=NoMap())
-    assert OrderTransformModule(cfg(order_grid=0), encoder=NoMap()).grid == 0
+    for variant in ("siamese", "disentangled"):
+        with pytest.raises(ConfigError, match="no stem and stages"):
+            OrderTransformModule(cfg(variant=variant, order_grid=0), encoder=NoStages())
 
 
 def test_order_head_sees_every_frame_pair_in_position_order():

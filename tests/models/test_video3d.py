@@ -41,14 +41,16 @@ def test_published_sizes(nets):
     # R(2+1)D keeps the parameter count of the full 3-D convolutions (Sec. 3.5)
     r3d, r21d = n_params(nets["r3d_18"]), n_params(nets["r2plus1d_18"])
     assert abs(r21d - r3d) / r3d < 0.01
-    # slow-only ResNet-50 without its classifier: ≈ 31.6 M (SlowFast's Slow pathway, Feichtenhofer et al.)
+    # slow-only ResNet-50 without its classifier: ≈ 31.6 M (SlowFast's Slow pathway, Feichtenhofer et al.),
+    # plus CVRL's 5-frame stem: 64 × 1 × (5 − 1) × 7 × 7 = 12,544 weights more than a 1×7×7 one
     assert 31.5e6 < n_params(nets["r3d_50"]) < 31.7e6
+    assert nets["r3d_50"].stem[0].weight.numel() == 64 * 1 * 5 * 7 * 7
 
 
 def test_temporal_layout_and_order_sensitivity(nets):
     x = torch.rand(1, 1, 8, 16, 16)
     with torch.no_grad():
-        assert nets["r3d_50"].feature_volume(x).shape[2] == 8  # slow-only never strides in time
+        assert nets["r3d_50"].feature_volume(x).shape[2] == 4  # only CVRL's stem strides in time: 8 → 4
         assert nets["r3d_18"].feature_volume(x).shape[2] == 1  # R3D halves T in stages 2–4
     kernels = [b.body[0].kernel_size[0] for stage in nets["r3d_50"].stages for b in stage]
     assert kernels == [1] * 7 + [3] * 9  # temporal kernels only in res4 and res5
@@ -61,3 +63,17 @@ def test_unknown_name():
     with pytest.raises(ValueError, match="tiny3d"):
         build_video3d("r3d_34")
     assert set(VIDEO3D_NAMES) == {"r3d_18", "r2plus1d_18", "r3d_50", "tiny3d"}
+
+
+def test_r3d_50_stem_is_cvrls_5x7x7_stride_2(nets):
+    """tensorflow/models video_ssl (cvrl_pretrain_k600_200ep.yaml): stem_conv_temporal_kernel_size 5,
+    stem_conv_temporal_stride 2, stem_pool_temporal_stride 1; 16 × 224² in → 8 × 56² after the stem
+    and max-pool, 8 × 7² × 2048 out of res5 (spatial /32, temporal /2)."""
+    conv, pool = nets["r3d_50"].stem[0], nets["r3d_50"].stem[3]
+    assert conv.kernel_size == (5, 7, 7) and conv.stride == (2, 2, 2) and conv.padding == (2, 3, 3)
+    assert pool.kernel_size == (1, 3, 3) and pool.stride == (1, 2, 2)
+    with torch.no_grad():
+        assert nets["r3d_50"].stem(torch.rand(1, 1, 16, 224, 224)).shape == (1, 64, 8, 56, 56)
+        assert nets["r3d_50"].feature_volume(torch.rand(1, 1, 16, 64, 64)).shape == (1, 2048, 8, 2, 2)
+        for t in (1, 2, 5, 15):  # "same" padding as in TF: ⌈T / 2⌉ frames
+            assert nets["r3d_50"].stem(torch.rand(1, 1, t, 16, 16)).shape[2] == (t + 1) // 2

@@ -112,18 +112,23 @@ class OrderTransformConfig(Strict):
     """
 
     variant: Literal["siamese", "disentangled"] = Field(
-        "siamese", description="siamese: two branches (order on the shuffled clip, transform on original + "
-        "transformed) sharing the encoder; disentangled: one network predicts both from one shuffled and "
-        "transformed clip and its untransformed copy")
+        "siamese", description="siamese: two branches with partly shared weights (shared_depth), the order branch "
+        "on the shuffled clip, the transform branch on the original and the transformed clip; disentangled: one "
+        "network reads the order from a shuffled and transformed clip and τ from it and its untransformed copy")
+    shared_depth: int | None = Field(
+        None, ge=0, description="siamese: encoder stages (after the stem) the two branches share; the later stages "
+        "are the order branch's own (shared trunk + order stages = the encoder that transfers downstream) and a "
+        "copy of them is the transform branch's; null: every stage but the last (the paper shares part of the "
+        "network and does not say which part)")
     clip_frames: int = Field(4, ge=2, le=6, description="frames per clip; n!/2 order classes (paper: 4 → 12)")
     frame_stride: int = Field(8, ge=1, description="temporal down-sampling between clip frames (paper: 8 at 30 fps)")
     fusion: Literal["frames", "clip"] = Field(
         "frames", description="order features: 'frames' encodes each frame and concatenates them in clip order "
         "(works with 2-D encoders); 'clip' encodes the whole clip at once (needs a 3-D encoder)")
     order_grid: int = Field(
-        4, ge=0, le=8, description="siamese, fusion 'frames': each frame's order feature is the encoder's last map "
-        "average-pooled to a grid × grid map and flattened, so it keeps where the anatomy is (ours: the global "
-        "pool discards the few-pixel probe motion that orders the frames); 0: the pooled encoder output")
+        4, ge=0, le=8, description="each frame's order feature is the encoder's last map average-pooled to a grid × "
+        "grid map and flattened, so it keeps where the anatomy is (ours: the global pool discards the few-pixel "
+        "probe motion that orders the frames), in both variants; 0: the pooled encoder output")
     order_pairs: bool = Field(
         True, description="fusion 'frames': the order head sees every frame pair through one shared layer on "
         "[g_i − g_j, abs(g_i − g_j)] (after Lee et al., ICCV 2017, pairwise features); false: frames concatenated")
@@ -131,8 +136,12 @@ class OrderTransformConfig(Strict):
     scale_range: tuple[float, float] = Field((0.8, 1.2), description="isotropic scale drawn uniformly in [min, max]")
     max_rotation_deg: float = Field(15.0, ge=0, lt=90, description="rotation drawn in ± this many degrees")
     max_shear_deg: float = Field(10.0, ge=0, lt=45, description="horizontal shear angle drawn in ± this many degrees")
-    crop: float = Field(1.0, gt=0, le=1, description="fraction of H and W kept from the centre of both the original "
-                        "and the transformed clip, hiding the padded borders a network could read τ from (ours)")
+    border: Literal["mask", "none"] = Field(
+        "mask", description="mask: every view the encoder sees is zeroed outside the region that all τ within the "
+        "ranges fill from inside the frame (methods/affine.py: valid_region; 22% of the frame at the default "
+        "ranges), so the zero-padded corners of τ(clip) cannot give τ away (ours); none: the corners stay visible")
+    crop: float = Field(1.0, gt=0, le=1, description="fraction of H and W kept from the centre of every view, after "
+                        "the border mask (ours)")
     loss_norm: Literal["l1", "l2"] = Field(
         "l2", description="L_trans on range-normalised parameters: l1 = mean |τ̂−τ|, l2 = mean (τ̂−τ)²")
     order_weight: float = Field(1.0, ge=0, description="weight of L_ord (paper: 1)")
@@ -146,6 +155,9 @@ class OrderTransformConfig(Strict):
             raise ValueError(f"scale_range must satisfy 0 < min <= max, got {list(self.scale_range)}")
         if self.order_weight == 0 and self.transform_weight == 0:
             raise ValueError("order_weight and transform_weight are both 0: nothing to learn")
+        if self.variant == "disentangled" and self.shared_depth is not None:
+            raise ValueError("shared_depth applies to variant 'siamese' only (the disentangled network is one "
+                             "branch); remove it or set variant: siamese")
         return self
 
 
@@ -186,6 +198,15 @@ class CVRLConfig(Strict):
     blur_p: float = Field(0.5, ge=0, le=1, description="probability of a Gaussian blur (paper: 0.5)")
     blur_sigma: tuple[float, float] = Field(
         (0.1, 2.0), description="blur σ range in pixels at 224 px, scaled with the frame size (paper: 0.1–2)")
+    sync_batchnorm: bool = Field(
+        True, description="under DDP on GPUs, BatchNorm in encoder and head uses the global batch's statistics "
+        "(SyncBatchNorm, as the official code's use_sync_bn); CPU/gloo runs keep plain BatchNorm and log it")
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="linear learning-rate warm-up from 0 over this many epochs, per step, before the "
+        "optimizer's schedule (official: 5 epochs; 0: none)")
+    decay_bn_bias: bool = Field(
+        False, description="apply the optimizer's weight decay to BatchNorm and bias parameters too (the official "
+        "code decays conv and linear kernels only)")
 
     @model_validator(mode="after")
     def _check_ranges(self) -> "CVRLConfig":

@@ -28,6 +28,28 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(x.contiguous()), dim=0)
 
 
+def sync_batchnorm_decision(wanted: bool, world_size: int, device_type: str) -> tuple[bool, str]:
+    """Whether to turn BatchNorm into SyncBatchNorm, and the one log line that says why.
+
+    Synchronised statistics need several processes (``world_size`` > 1) and CUDA tensors: torch's
+    ``SyncBatchNorm`` does not run on CPU tensors, so a CPU (gloo) DDP run keeps plain BatchNorm,
+    each process normalising over its own share of the batch.
+
+    Args:
+        wanted: the method's setting (e.g. ``pretrain.cvrl.sync_batchnorm``).
+        world_size: processes training together (``trainer.world_size``).
+        device_type: the device of this process's tensors (``"cuda"``, ``"cpu"``, ``"mps"``).
+    """
+    if not wanted:
+        return False, "BatchNorm: plain (sync_batchnorm is off)"
+    if world_size <= 1:
+        return False, "BatchNorm: plain (one process, nothing to synchronise)"
+    if device_type != "cuda":
+        return False, (f"BatchNorm: plain, not synchronised: {world_size} processes on {device_type} (torch's "
+                       "SyncBatchNorm runs on CUDA tensors only), so each process normalises over its own batch")
+    return True, f"BatchNorm: SyncBatchNorm over {world_size} processes (statistics of the global batch)"
+
+
 def rank() -> int:
     """This process's rank in the default process group (0 when there is none)."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

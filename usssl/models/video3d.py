@@ -7,9 +7,12 @@
   M = ⌊t·d²·N_in·N_out / (d²·N_in + t·N_out)⌋ channels between them (the paper's Sec. 3.5, which
   keeps the parameter count of the full 3-D convolution; applied to the stem too).
 - R3D-50 slow-only: the Slow pathway of Feichtenhofer et al., *SlowFast Networks*, ICCV 2019,
-  the backbone of CVRL (Qian et al., CVPR 2021): a 1×7×7 stem and 1×3×3 max-pool, bottleneck
-  stages (3, 4, 6, 3), no temporal down-sampling, temporal kernel 1 in the first 1×1×1 conv of
-  res2–res3 and 3 in res4–res5 ("non-degenerate" temporal convolutions only late).
+  the backbone of CVRL (Qian et al., CVPR 2021), as the official code builds it
+  (tensorflow/models, official/projects/video_ssl, ``cvrl_pretrain_k600_200ep.yaml``): a 5×7×7
+  stem with stride 2 in time and space (16 input frames → 8), a 1×3×3 max-pool that strides in
+  space only, bottleneck stages (3, 4, 6, 3) with no further temporal down-sampling, temporal
+  kernel 1 in the first 1×1×1 conv of res2–res3 and 3 in res4–res5 ("non-degenerate" temporal
+  convolutions only late). SlowFast's own Slow pathway has a 1×7×7 stem; CVRL's differs there.
 - ``tiny3d``: the R3D layout with one block per stage and ``width`` channels, for tests and demos.
 
 All take single-channel clips by default, have no downloaded weights, and map
@@ -104,8 +107,8 @@ class ResNet3d(nn.Module):
         super().__init__()
         if kind not in ("r3d", "r2plus1d", "slow"):
             raise ValueError(f"unknown 3-D ResNet kind {kind!r}")
-        if kind == "slow":
-            self.stem = nn.Sequential(*_conv_bn_relu(in_channels, width, (1, 7, 7), (1, 2, 2), (0, 3, 3)),
+        if kind == "slow":  # CVRL's official stem: temporal kernel 5, stride 2 (T → ⌈T/2⌉)
+            self.stem = nn.Sequential(*_conv_bn_relu(in_channels, width, (5, 7, 7), (2, 2, 2), (2, 3, 3)),
                                       nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
         else:  # Tran et al.: 3×7×7 stem, spatial stride 2, no max-pool
             self.stem = nn.Sequential(*_spatiotemporal(in_channels, width, 1, kind == "r2plus1d", True,
@@ -146,7 +149,8 @@ class ResNet3d(nn.Module):
 
 def build_video3d(name: str, in_channels: int = 1, width: int = 16, dim: int = 64) -> ResNet3d:
     """A 3-D encoder by name: ``r3d_18`` (out_dim 512), ``r2plus1d_18`` (512), ``r3d_50`` (2048,
-    slow-only), ``tiny3d`` (R3D layout, one block per stage, ``width`` channels, linear to ``dim``).
+    slow-only with CVRL's 5×7×7 stride-2 stem), ``tiny3d`` (R3D layout, one block per stage,
+    ``width`` channels, linear to ``dim``).
     ``width`` and ``dim`` apply to ``tiny3d`` only: the paper networks keep their published sizes."""
     if name == "r3d_18":
         return ResNet3d("r3d", (2, 2, 2, 2), in_channels)
