@@ -44,6 +44,19 @@ def test_frame_contrastive_then_localise_then_object_aware_views(tiny_run, tmp_p
         assert maps["frames"].tolist() == list(range(0, 20 * n, 20))
         assert maps["boxes"].shape == (n, 4) and maps["masks"].shape == (n, 32, 32)
         assert maps["masks"].max() == 255  # min–max normalised per frame
+    # the cache holds the corpus's anatomy masks: every strided frame with anatomy is scored, both maps
+    scored = {(s, f) for s in shards for f in range(0, len(cache.shard(s)), 20) if cache.shard(s).masks[f].any()}
+    assert scored  # the tiny corpus has plane frames among them
+    for init in ("random", "frame_contrastive"):
+        scores = pd.read_csv(out / init / "scores.csv")
+        assert set(scores["model"]) == {"contracam", "centre_box"} and len(scores) == 2 * len(scored)
+        assert set(zip(scores["shard"], scores["frame"])) == scored
+        for metric in ("mask_iou", "box_iou", "pointing"):
+            assert scores[metric].between(0, 1).all() and scores[metric].notna().all()
+        assert scores.loc[scores["model"] == "centre_box", "mask_iou"].mean() > 0  # the box meets the anatomy
+    report = (out / "report.md").read_text()
+    assert "ContraCAM (random)" in report and "ContraCAM (frame_contrastive)" in report and "centre box" in report
+    assert result["localise"]["report"] == report
     # the maps feed the object-aware crop and background mixup of the frame method
     objects = out / "frame_contrastive" / "objects"
     data = FrameViewDataset(cache, shards, None, frames_per_epoch=8, objects_from=objects)

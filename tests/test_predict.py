@@ -203,6 +203,7 @@ def test_parser_help_and_validation():
     assert "usssl predict runs/demo/export" in text
     args = parser.parse_args(["predict", "m", "a.dcm", "b.mp4"])
     assert (args.out, args.every, args.batch_size, args.keep_names) == ("predictions", 10, 32, False)
+    assert args.cam is False and parser.parse_args(["predict", "m", "a.dcm", "--cam"]).cam is True
     with pytest.raises(SystemExit):
         parser.parse_args(["predict", "m", "a.dcm", "--batch-size", "0"])
 
@@ -256,3 +257,21 @@ def test_real_dicom_named_after_the_patient(model_dir, tmp_path):
     header_values = {str(header.get(k, "")) for k in ("Manufacturer", "StudyDate", "InstitutionName")} - {""}
     text = "".join(p.read_text() for p in out.rglob("*") if p.suffix in (".json", ".csv"))
     assert not any(v in text for v in header_values)  # nothing copied from the header
+
+
+def test_predict_cam_writes_the_classifiers_gradcam(model_dir, mp4, tmp_path):
+    out = tmp_path / "out"
+    summary = predict_files(model_dir, [mp4], out, every=5, batch_size=4, cam=True)
+    assert summary.n_ok == 1
+    folder = out / "input-001"
+    rows, planes = _rows(folder / "cam.csv"), _rows(folder / "planes.csv")
+    assert [int(r["frame"]) for r in rows] == list(range(0, len(planes), 5))
+    box = json.loads((folder / "summary.json").read_text())["crop_box"]
+    for row in rows:
+        assert (folder / row["png"]).is_file() and row["class"] in CLASSES
+        assert box[0] - 0.5 <= float(row["peak_x"]) <= box[2] and box[1] - 0.5 <= float(row["peak_y"]) <= box[3]
+        image = cv2.imread(str(folder / row["png"]))
+        assert image.shape == (32, 2 * 32 + 2, 3)  # the frame | the frame with its map
+    cam = json.loads((folder / "summary.json").read_text())["cam"]
+    assert cam["n_png"] == len(rows) and cam["layer"]
+    assert len(list((folder / "cam").glob("*.png"))) == len(rows)

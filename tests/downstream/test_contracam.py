@@ -160,3 +160,21 @@ def test_supervised_gradcam_scores_each_frame_for_its_own_class():
     stock = GradCAM(nn_module=_TwoClass(), target_layers="features", postprocessing=normalise_maps)(batch.clone().requires_grad_(True))
     assert not torch.allclose(stock[0], expected)
     assert float(stock[0].detach().max()) == 0.0
+
+
+def test_shard_region_is_the_stored_region_within_the_lit_pixels():
+    from types import SimpleNamespace
+
+    from usssl.downstream.localise import shard_region
+
+    frames = np.zeros((2, 6, 8), np.uint8)
+    frames[:, 1:5, 2:7] = 100  # lit: rows 1-4, columns 2-6
+    stored = np.ones((6, 8), np.uint8)
+    stored[:, 5:] = 0  # the stored region stops at column 4
+    region = shard_region(SimpleNamespace(frames=frames, region_mask=stored))
+    assert region.sum() == 4 * 3 and region[1:5, 2:5].all()
+    whole = shard_region(SimpleNamespace(frames=frames, region_mask=np.ones((6, 8), np.uint8)))
+    assert whole.sum() == 4 * 5  # a still's stored region is everything: the lit area decides
+    apart = np.zeros((6, 8), np.uint8)
+    apart[0, 0] = 1
+    assert shard_region(SimpleNamespace(frames=frames, region_mask=apart)).sum() == 20  # no overlap: the lit region

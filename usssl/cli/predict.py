@@ -8,7 +8,8 @@ PREDICT_EPILOG = """example:
   usssl predict runs/demo/export scans/ clip.mp4 --out predictions --every 5
 
   writes predictions/input-001/planes.csv, saliency.csv, saliency/*.png and summary.json per
-  input (input-001 is the first input; folders are expanded in sorted order).
+  input (input-001 is the first input; folders are expanded in sorted order); --cam adds the
+  classifier's Grad-CAM of the same frames (cam.csv, cam/*.png).
   Research use only, not for clinical decisions.
 """
 
@@ -36,6 +37,8 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
                    help="write a saliency PNG every N-th frame (0: none; default 10)")
     p.add_argument("--batch-size", type=_int_at_least(1), default=32, metavar="B",
                    help="clips per forward pass (default 32)")
+    p.add_argument("--cam", action="store_true",
+                   help="also write the classifier's Grad-CAM of the same frames (cam.csv, cam/*.png)")
     p.add_argument("--keep-names", action="store_true",
                    help="name outputs after the input files (these may name patients) instead of input-001, …")
     p.add_argument("--report", metavar="CSV",
@@ -51,7 +54,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from usssl.downstream.predict import predict_files
 
     summary = predict_files(args.model_dir, args.inputs, args.out, every=args.every, batch_size=args.batch_size,
-                            keep_names=args.keep_names, progress=True, report=args.report)  # fmt: skip
+                            keep_names=args.keep_names, progress=True, report=args.report,
+                            cam=args.cam)  # fmt: skip
     for row in summary.rows:
         detail = f"{row['n_frames']} frames" if row["status"] == "ok" else row["reason"]
         print(f"{row['name']}: {row['status']} ({detail})")

@@ -10,6 +10,8 @@ Layout (docs/architecture.md)::
           shards/<id>/frames.npy  uint8 (T, H, W)      labels.npy int16 (T,), -1 unlabelled
                       audio.npy   float32 (N,)         gaze.npy   float32 (T, 2), NaN absent
                       flags.npy   uint8 (T,)           shard.json the shard's index row
+                      region_mask.npy uint8 (H, W)     masks.npy  uint8 (T, H, W), where the dataset
+                                                                  has anatomy masks
           DATA_CARD.md        counts, settings and de-identification of this cache (no paths)
           unmatched_table_rows.csv  label/gaze rows naming no recording (allow_unmatched_labels)
 
@@ -22,6 +24,9 @@ when it could not be opened), the ``shard`` id and the number of ``cached_frames
 
 shard.json also holds ``frame_digest`` (sha256 of the cached frames alone: identical for the same
 clip under two names) and ``notes`` (the report's notes for it, with no file names).
+
+``region_mask.npy`` is 1 inside the imaging region, ``masks.npy`` 1 on the anatomy, both in cached
+pixels (``usssl.data.shard_masks``); ``shard.json`` says ``has_masks``.
 
 flags.npy bits: ``FLAG_FROZEN`` (1) frozen/duplicate frame, ``FLAG_DOPPLER`` (2) colour Doppler.
 ``spacing_mm_x`` / ``spacing_mm_y`` are the cached pixel's width / height in mm (after crop and
@@ -48,7 +53,8 @@ import pandas as pd
 from usssl.engine.files import replace_atomic
 from usssl.errors import DataError
 
-CACHE_FORMAT = 2  # 2: static pixels inside the region blanked, Doppler flag, spacing_mm columns
+CACHE_FORMAT = 3  # 2: static pixels inside the region blanked, Doppler flag, spacing_mm columns;
+# 3: region_mask.npy per shard, masks.npy (anatomy) where the dataset has them, one frame per still
 INDEX_COLUMNS = [
     "shard", "subject", "split", "fps", "n_frames", "height", "width",
     "has_audio", "has_speech", "n_labelled", "digest", "spacing_mm_x", "spacing_mm_y",
@@ -118,13 +124,14 @@ def result_row(job, status: str, reason: str, info: dict | None, source: dict | 
 
 
 def input_digest(job) -> str:
-    """What a shard was made from (file size and time, subject, labels, gaze, narration file), for
+    """What a shard was made from (file size and time, subject, labels, gaze, narration and mask files), for
     resuming: ``job`` is a ``usssl.data.ingest_job.IngestJob``; its digest is in ``shard.json``."""
     stat = os.stat(job.path)
     h = hashlib.sha256(json.dumps([job.source, job.subject, stat.st_size, stat.st_mtime_ns]).encode())
-    if job.narration:
-        side = os.stat(job.narration)
-        h.update(json.dumps(["narration", side.st_size, side.st_mtime_ns]).encode())
+    for kind, side_file in (("narration", job.narration), ("masks", getattr(job, "masks", None))):
+        if side_file:
+            side = os.stat(side_file)
+            h.update(json.dumps([kind, side.st_size, side.st_mtime_ns]).encode())
     for table in (job.labels, job.gaze):
         for array in table or ():
             h.update(np.ascontiguousarray(array).tobytes())
@@ -172,7 +179,8 @@ class ShardWriter:
         self.tmp = self.root / "shards" / f".tmp-{shard_id}"
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
-        shape = (max(int(capacity), 1), int(size[0]), int(size[1]))
+        self.size = (int(size[0]), int(size[1]))
+        shape = (max(int(capacity), 1), *self.size)
         self.frames = np.lib.format.open_memmap(self.tmp / "frames.npy", "w+", np.uint8, shape)
         self.n = 0
         self.hash = hashlib.sha256()
@@ -189,12 +197,15 @@ class ShardWriter:
         self.n += len(block)
 
     def finish(self, *, audio: np.ndarray | None, labels: np.ndarray, gaze: np.ndarray,
-               flags: np.ndarray, info: dict) -> dict:  # fmt: skip
+               flags: np.ndarray, info: dict, region_mask: np.ndarray | None = None,
+               masks: np.ndarray | None = None) -> dict:  # fmt: skip
         """Write the per-frame arrays and ``shard.json`` (``info`` + digest), then rename.
 
         Args:
             audio: float32 (N,) or None; labels: int16 (T,); gaze: float32 (T, 2); flags: uint8 (T,),
                 with T the number of frames appended.
+            region_mask: uint8 (H, W) imaging region in cached pixels, or None (not written).
+            masks: uint8 (T, H, W) anatomy masks in cached pixels, or None (not written).
             info: the shard's index fields; ``digest`` (of every array), ``frame_digest`` (of the
                 frames alone, which finds duplicate recordings) and ``n_frames`` are filled in here.
 
@@ -217,12 +228,20 @@ class ShardWriter:
             "gaze": np.asarray(gaze, np.float32).reshape(-1, 2),
             "flags": np.asarray(flags, np.uint8),
         }
+        if masks is not None:
+            arrays["masks"] = np.asarray(masks, np.uint8)
         for name, array in arrays.items():
             if len(array) != self.n:
                 raise ValueError(f"shard {self.shard_id}: {name} has {len(array)} rows, not {self.n}")
         if audio is not None:
             arrays["audio"] = np.asarray(audio, np.float32).reshape(-1)
-        for name in ("audio", "labels", "gaze", "flags"):
+        if region_mask is not None:
+            arrays["region_mask"] = np.asarray(region_mask, np.uint8)
+        for name in ("masks", "region_mask"):
+            if name in arrays and arrays[name].shape[-2:] != self.size:
+                raise ValueError(f"shard {self.shard_id}: {name} of shape {arrays[name].shape}, frames {self.size}")
+        info = {**info, "has_masks": masks is not None}
+        for name in ("audio", "labels", "gaze", "flags", "region_mask", "masks"):
             if name in arrays:
                 np.save(self.tmp / f"{name}.npy", arrays[name])
                 self.hash.update(name.encode() + arrays[name].tobytes())
@@ -254,6 +273,9 @@ class Shard:
         labels: int16 (T,), -1 unlabelled.  gaze: float32 (T, 2) x, y cached pixels, NaN absent.
         flags: uint8 (T,), bit 0 (``FLAG_FROZEN``) frozen/duplicate frame, bit 1 (``FLAG_DOPPLER``)
             colour Doppler frame.
+        region_mask: uint8 (H, W), 1 inside the imaging region (all 1 for a shard written without
+            one, e.g. a hand-built cache).
+        masks: uint8 (T, H, W) memmap, 1 on the anatomy, or None: the dataset has no anatomy masks.
     """
 
     id: str
@@ -265,9 +287,20 @@ class Shard:
     labels: np.ndarray
     gaze: np.ndarray
     flags: np.ndarray
+    region_mask: np.ndarray | None = None
+    masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
+
+
+def check_format(root: Path, settings: dict) -> None:
+    """DataError when ``settings`` (cache.json) were written by an older cache format: its shards lack
+    what this usssl reads (``CACHE_FORMAT``); a cache.json without ``cache_format`` (hand-built) passes."""
+    found = settings.get("cache_format", CACHE_FORMAT)
+    if isinstance(found, int) and found < CACHE_FORMAT:
+        raise DataError(f"{root}: cache format {found} is older than this usssl's {CACHE_FORMAT} (no imaging-region "
+                        f"or anatomy masks); re-ingest it: usssl ingest SRC --out {root} --overwrite")  # fmt: skip
 
 
 class Cache:
@@ -292,6 +325,7 @@ class Cache:
                 "run the same ingest again to resume it"
             )
         self.settings: dict = json.loads((self.root / SETTINGS_FILE).read_text())
+        check_format(self.root, self.settings)
         self._shards: dict[str, Shard] = {}
 
     @cached_property
@@ -331,17 +365,20 @@ class Cache:
         if rows.empty or not folder.is_dir():
             raise DataError(f"{self.root}: no shard {shard_id!r} in this cache; re-run ingest")
         row = rows.iloc[0]
-        audio_path = folder / "audio.npy"
+        audio_path, masks_path, region_path = folder / "audio.npy", folder / "masks.npy", folder / "region_mask.npy"
+        frames = np.load(folder / "frames.npy", mmap_mode="r")
         shard = Shard(
             id=shard_id,
             subject=str(row["subject"]),
             fps=float(row["fps"]),
             audio_rate=int(self.settings.get("audio_rate", 0)),
-            frames=np.load(folder / "frames.npy", mmap_mode="r"),
+            frames=frames,
             audio=np.load(audio_path, mmap_mode="r") if audio_path.is_file() else None,
             labels=np.load(folder / "labels.npy"),
             gaze=np.load(folder / "gaze.npy"),
             flags=np.load(folder / "flags.npy"),
+            region_mask=np.load(region_path) if region_path.is_file() else np.ones(frames.shape[1:], np.uint8),
+            masks=np.load(masks_path, mmap_mode="r") if masks_path.is_file() else None,
         )
         self._shards[shard_id] = shard
         return shard

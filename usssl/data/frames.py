@@ -38,9 +38,10 @@ def kept_frames(timestamps: np.ndarray, fps: float | None, source_fps: float | N
     """(T,) index of the source frame nearest to each output time k / fps.
 
     Output times cover the recording up to the end of its last frame (last timestamp + one
-    source frame interval); ``fps`` None keeps every frame.
+    source frame interval); ``fps`` None keeps every frame, and so does a one-frame recording (a
+    still image or a 1-frame DICOM is one cached frame, not one per 1 / fps of its stated duration).
     """
-    if fps is None:
+    if fps is None or len(timestamps) == 1:
         return np.arange(len(timestamps))
     if source_fps is None:
         steps = np.diff(timestamps)

@@ -36,6 +36,7 @@ from usssl.io.tables import ALL_FRAMES, Tables
 from usssl.io.video import checked_timing, printable, relative_source
 from usssl.privacy.pseudonym import pseudonym
 from usssl.data.frames import ImagingGeometry, grey, imaging_geometry, resampled_blocks
+from usssl.data.shard_masks import cached_masks, cached_region, mask_file_of, source_masks
 from usssl.privacy.region import colour_fraction, map_points
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class IngestJob:
         size, fps, audio, audio_rate, crop, drop_frozen, drop_doppler: the ingest settings.
         narration: the same-named WAV/FLAC beside the file, or None; format: the reader's name.
         labels, gaze: (frame indices, values) from the side tables, or None.
+        masks: the anatomy mask file beside the recording (``usssl.io.masks``), or None.
         input_digest: what the shard is made from (``cache.input_digest``), for resuming.
     """
 
@@ -78,6 +80,7 @@ class IngestJob:
     format: str = "unknown"
     labels: tuple | None = None
     gaze: tuple | None = None
+    masks: str | None = None
     input_digest: str = ""
 
 
@@ -112,7 +115,8 @@ def renamed(texts: list[str], job: IngestJob, name: str) -> list[str]:
     return [printable(t) for t in texts]
 
 
-CAPTURED_LOGGERS = ("pydicom", "libav", "av", "usssl.io", "usssl.privacy.region", "usssl.data.frames")  # the input's
+CAPTURED_LOGGERS = ("pydicom", "libav", "av", "usssl.io", "usssl.privacy.region", "usssl.data.frames",
+                    "usssl.data.shard_masks")  # the input's
 _QUOTED = re.compile(r"""(?<!\w)(['"])([^'"]*?)\1(?!\w)""")  # a quoted value
 
 
@@ -197,6 +201,7 @@ def _ingest(job: IngestJob, seen: dict, notes: list[str]) -> dict:
         if job.audio and rec.audio is not None:
             audio = _cached_audio(rec.audio, written, fps, job.audio_rate)
         spacing = _cached_spacing(rec.spacing_mm, box, size)  # (row, column) mm or None
+        masks = cached_masks(source_masks(job.masks, rec), src_idx, box, size)  # (T, h, w) or None
         info = {"subject": job.subject, "subject_source": job.subject_source, "fps": fps, "height": int(size[0]), "width": int(size[1]),
                 "has_audio": audio is not None, "has_speech": _has_speech(audio, job.audio_rate),
                 "n_labelled": int((labels >= 0).sum()), "crop_box": list(box),
@@ -216,7 +221,8 @@ def _ingest(job: IngestJob, seen: dict, notes: list[str]) -> dict:
                 "source_height": int(rec.height), "source_width": int(rec.width),
                 "manufacturer": rec.meta.get("manufacturer") or None,
                 "input_digest": job.input_digest}  # fmt: skip
-        return writer.finish(audio=audio, labels=labels, gaze=gaze, flags=flags[written], info=info)
+        return writer.finish(audio=audio, labels=labels, gaze=gaze, flags=flags[written], info=info,
+                             region_mask=cached_region(geo, size), masks=masks)
     except BaseException:
         writer.abort()
         raise
@@ -350,7 +356,7 @@ def make_jobs(files: list[tuple[Path, Path]], tables: Tables, key: bytes, out: P
                         fps=cfg.fps, audio=cfg.audio, audio_rate=cfg.audio_rate, crop=cfg.crop,
                         drop_frozen=bool(cfg.drop_frozen), drop_doppler=bool(cfg.drop_doppler),
                         narration=narration_path(path, stem), format=fmt, labels=tables.labels.get(stem),
-                        gaze=tables.gaze.get(stem))  # fmt: skip
+                        gaze=tables.gaze.get(stem), masks=mask_file_of(path, stem))  # fmt: skip
         jobs.append(replace(job, input_digest=cache_io.input_digest(job)))
     return jobs
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from usssl.errors import DataError
 from usssl.io.audio import AUDIO_EXTENSIONS
+from usssl.io.masks import is_mask_image
 from usssl.io.registry import media_extension, reader_for
 
 NOT_RECORDINGS = {"dicomdir"}  # a PACS export's index file: DICOM magic, no images
@@ -17,10 +18,13 @@ NOT_RECORDINGS = {"dicomdir"}  # a PACS export's index file: DICOM magic, no ima
 
 def _is_recording(path: Path, extensions) -> bool:
     """A file ingest reads: a known extension, or (``extensions`` None) no media extension at all
-    and the DICOM magic; a DICOMDIR index is not a recording."""
+    and the DICOM magic; a DICOMDIR index is not a recording, nor is the mask image of an image
+    beside it (``<stem>_mask.png``, ``<stem>_Annotation.png``: ``usssl.io.masks``)."""
     if extensions is not None:
-        return media_extension(path, extensions) is not None
+        return media_extension(path, extensions) is not None and not is_mask_image(path)
     if path.name.lower() in NOT_RECORDINGS or media_extension(path, AUDIO_EXTENSIONS) is not None:
+        return False
+    if is_mask_image(path):
         return False
     return reader_for(path) is not None
 

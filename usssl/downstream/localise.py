@@ -6,8 +6,8 @@ For every ``frame_stride``-th frame of the chosen recordings: the ContraCAM mask
 — one refinement run gives both, the first is a prefix of the second. Frames are scored in
 shuffled batches that mix recordings (a frame's negatives are the other frames of its batch; the
 next frames of the same scan would look like positives). With ``restrict`` the maps live in each
-recording's imaging region (:func:`imaging_region`, from the cached pixels), else in the whole
-frame.
+recording's imaging region (:func:`shard_region`: the cached region mask within the lit pixels),
+else in the whole frame.
 
 Scores against a ground-truth anatomy mask (frames whose mask is empty are skipped):
 ``mask_iou`` (both binarised at 0.5), ``box_iou`` (the largest box against the mask's bounding
@@ -50,6 +50,19 @@ def imaging_region(frames: np.ndarray, threshold: int = 4, samples: int = 64) ->
     hull = np.zeros_like(lit)
     cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
     return hull.astype(bool)
+
+
+def shard_region(shard) -> np.ndarray:
+    """bool (H, W): the imaging region of a cached recording: its stored ``region_mask`` (ingest's
+    motion hull, or the whole crop) within the pixels its frames light (:func:`imaging_region`; a
+    still's stored region is the whole image, its fan is what is lit). Where they do not overlap,
+    the lit region alone."""
+    lit = imaging_region(shard.frames)
+    stored = getattr(shard, "region_mask", None)
+    if stored is None:
+        return lit
+    both = lit & (np.asarray(stored) > 0)
+    return both if both.any() else lit
 
 
 def box_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -135,7 +148,7 @@ def localise(cache, scorer: ContrastiveScorer, shards: list[str], lcfg, out: Pat
 
     out = Path(out)
     (out / "objects").mkdir(parents=True, exist_ok=True)
-    regions = {s: imaging_region(cache.shard(s).frames) if lcfg.restrict else None for s in shards}
+    regions = {s: shard_region(cache.shard(s)) if lcfg.restrict else None for s in shards}
     items = frame_list(cache, shards, lcfg.frame_stride)
     order = np.random.default_rng(seed).permutation(len(items))
     masks: dict[tuple[str, int], np.ndarray] = {}
@@ -184,5 +197,5 @@ def localise(cache, scorer: ContrastiveScorer, shards: list[str], lcfg, out: Pat
     return pd.DataFrame(rows, columns=["shard", "frame", "model", *METRICS])
 
 
-__all__ = ["METRICS", "imaging_region", "box_of", "box_iou", "mask_iou", "score_frame", "centre_box", "centre_map",
+__all__ = ["METRICS", "imaging_region", "shard_region", "box_of", "box_iou", "mask_iou", "score_frame", "centre_box", "centre_map",
            "overlay", "frame_list", "localise"]

@@ -13,6 +13,8 @@ centred on) k, in batches. Outputs, in ``OUT/<name>/``::
                     png (only with a saliency model)
     saliency/frame-000010.png   every N-th frame: the map over the frame the model saw, shown at
                     the crop's aspect ratio
+    cam.csv, cam/frame-000010.png   with ``cam``: the classifier's Grad-CAM of the same frames
+                    (``usssl.downstream.predict_cam``)
     summary.json    counts, frame rates, crop box, model provenance and the disclaimer
 
 ``<name>`` is ``input-001``, ``input-002``, … in the order of the inputs (folders expanded, sorted)
@@ -221,6 +223,15 @@ def output_names(files: list[Path], keep_names: bool) -> list[str]:
     return names
 
 
+def _cams(folder: Path, model_dir, model: ExportedModel, prep: Prepared, frames: list[int], batch_size: int) -> dict:
+    from usssl.data.clips import anchored_clip_indices
+    from usssl.downstream.predict_cam import write_cams
+
+    spec = model.spec
+    index = anchored_clip_indices(len(prep.frames), spec["models"]["planes"]["clip_frames"], spec["input"]["clip_anchor"])
+    return write_cams(folder, model_dir, model.class_names, prep, index, frames, batch_size)
+
+
 def _scrub(message: str, path: Path, name: str) -> str:
     """``message`` with every form of ``path`` (which may name the patient) replaced by ``name``."""
     for form in sorted({str(path.resolve()), str(path), path.name, path.stem}, key=len, reverse=True):
@@ -231,7 +242,7 @@ def _scrub(message: str, path: Path, name: str) -> str:
 
 def predict_files(model_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, *, every: int = 10,
                   batch_size: int = 32, keep_names: bool = False, progress: bool = False,
-                  report: str | Path | None = None) -> PredictSummary:  # fmt: skip
+                  report: str | Path | None = None, cam: bool = False) -> PredictSummary:  # fmt: skip
     """Run an export on every input and write its outputs (``usssl predict``; module docstring).
 
     Args:
@@ -244,6 +255,8 @@ def predict_files(model_dir: str | Path, inputs: list[str | Path], out_dir: str 
         progress: show a rich progress bar.
         report: optional CSV path mapping each input path to its output name and status; it names
             the inputs, so it must lie outside ``out_dir``.
+        cam: also write the classifier's Grad-CAM of every ``every``-th frame (``cam.csv``,
+            ``cam/*.png``: ``usssl.downstream.predict_cam``).
 
     Raises:
         DataError: ``model_dir`` is not a readable export; ConfigError: bad arguments.
@@ -275,6 +288,8 @@ def predict_files(model_dir: str | Path, inputs: list[str | Path], out_dir: str 
                 result = run_models(model, prep.frames, batch_size, keep, on_batch=bar.advance)
                 tmp.mkdir()
                 summary = write_outputs(tmp, model, prep, result, every)
+                if cam:
+                    summary["cam"] = _cams(tmp, model_dir, model, prep, sorted(keep), batch_size)
                 summary = {"name": name, "position": position, "status": "ok", **summary,
                            "seconds": round(time.time() - t0, 3)}  # fmt: skip
                 (tmp / "summary.json").write_text(json.dumps(summary, indent=2))

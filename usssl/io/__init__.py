@@ -16,6 +16,9 @@ __getattr__, __all__ = lazy_exports(__name__, {  # name -> the module that defin
     "read_video": "usssl.io.video",
     "read_dicom": "usssl.io.dicom",
     "read_nifti": "usssl.io.nifti",
+    "read_image": "usssl.io.image",
+    "anatomy_mask_file": "usssl.io.masks",
+    "read_anatomy_masks": "usssl.io.masks",
     "read_audio": "usssl.io.audio",
     "load_tables": "usssl.io.tables",
 })

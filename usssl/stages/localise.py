@@ -76,7 +76,7 @@ def run(cfg: PipelineConfig, lcfg: LocaliseConfig, tracker, resume: bool) -> dic
     shards = cache.shard_ids(None if lcfg.split == "all" else lcfg.split)
     out = Path(cfg.output_dir) / "localise"
     truth_of = None
-    if shards and getattr(cache.shard(shards[0]), "masks", None) is not None:
+    if any(cache.shard(s).masks is not None for s in shards):  # recordings without masks are not scored
         def truth_of(shard_id):  # noqa: E306
             return cache.shard(shard_id).masks
     scores: dict[str, pd.DataFrame] = {}
