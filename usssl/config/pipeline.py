@@ -14,9 +14,9 @@ from pydantic import Field, model_validator
 from usssl.config.base import PATH, SEED_MAX, Strict
 from usssl.config.sections import DataConfig, EncoderConfig, TrackingConfig, TrainerConfig  # noqa: F401
 from usssl.config.stages import (EvaluateConfig, ExportConfig, FinetuneConfig, IngestConfig, PretrainBase,
-                                 PretrainConfig, SaliencyConfig)
+                                 PretrainConfig, RetrievalConfig, SaliencyConfig)
 
-STAGE_NAMES = ("ingest", "pretrain", "finetune", "evaluate", "saliency", "export")
+STAGE_NAMES = ("ingest", "pretrain", "finetune", "evaluate", "saliency", "export", "retrieval")
 REPEATABLE_STAGES = ("pretrain",)
 """Stage kinds that may appear more than once (each pretrain stage with its own ``name``); a second
 stage of any other kind would overwrite the first one's outputs, so it is an error."""
@@ -34,6 +34,7 @@ def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], typ
         evaluate: EvaluateConfig | None = None
         saliency: SaliencyConfig | None = None
         export: ExportConfig | None = None
+        retrieval: RetrievalConfig | None = None
 
         @model_validator(mode="before")
         @classmethod
@@ -108,7 +109,8 @@ def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], typ
                 raise ValueError(f"stages: pretrain stages need distinct names (got {names}); set pretrain.name")
             fine = self.stage("finetune")
             known = {"random", "pretrain", *names}
-            for kind, body in (("finetune", fine), ("saliency", self.stage("saliency"))):
+            for kind, body in (("finetune", fine), ("saliency", self.stage("saliency")),
+                               ("retrieval", self.stage("retrieval"))):
                 allowed = known | {"supervised"} if kind == "finetune" else known
                 for init in body.inits if body is not None else []:
                     if init not in allowed:

@@ -27,6 +27,7 @@ METHODS: dict[str, str] = {
     "video_speech": "usssl.methods.video_speech",  # Jiao et al., MICCAI 2020
     "order_transform": "usssl.methods.order_transform",  # Jiao et al., ISBI 2020
     "cvrl": "usssl.methods.cvrl",  # Qian et al., CVPR 2021
+    "tcgl": "usssl.methods.tcgl",  # Liu et al., IEEE TIP 2022
 }
 
 

@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "evaluate": "usssl.stages.evaluate",
     "saliency": "usssl.stages.saliency",
     "export": "usssl.stages.export",
+    "retrieval": "usssl.stages.retrieval",
 }
 TRAINING_STAGES = ("pretrain", "finetune", "export")  # stages every rank joins under multi-process training
 # (export re-runs the chosen recipe on every subject: its pretraining and fine-tuning train on all ranks)

@@ -103,8 +103,10 @@ def supervised_encoder(cfg: PipelineConfig, fcfg: FinetuneConfig, fold: Fold, ca
     import lightning as L
 
     L.seed_everything(seed, workers=True, verbose=False)
-    model, _ = fit(cfg, fcfg, "finetune", lambda: build_encoder(enc_cfg), fold.frames(cache, "train", fcfg.frame_stride),
-                   fold.frames(cache, "val", fcfg.frame_stride), cache.classes, tracker,
+    clip = enc_cfg.clip_frames
+    model, _ = fit(cfg, fcfg, "finetune", lambda: build_encoder(enc_cfg),
+                   fold.frames(cache, "train", fcfg.frame_stride, clip_frames=clip),
+                   fold.frames(cache, "val", fcfg.frame_stride, clip_frames=clip), cache.classes, tracker,
                    f"supervised-fold{fold.index}{_seed_tag(cfg, seed)}", seed)
     if is_main_process():
         save_encoder(path, model.encoder, enc_cfg)
@@ -150,6 +152,8 @@ def run(cfg: PipelineConfig, fcfg: FinetuneConfig, tracker, resume: bool) -> dic
                     starts[init] = (enc_cfg, encoder.state_dict(), seen)
             for init in inits:
                 enc_cfg, state, seen = starts[init]
+                clip = enc_cfg.clip_frames  # each encoder reads its own clips (EncoderConfig.clip_frames)
+                val_clips = val if clip == 1 else fold.frames(cache, "val", fcfg.frame_stride, clip_frames=clip)
 
                 def make_encoder(enc_cfg=enc_cfg, state=state) -> nn.Module:
                     encoder = build_encoder(enc_cfg)
@@ -166,14 +170,15 @@ def run(cfg: PipelineConfig, fcfg: FinetuneConfig, tracker, resume: bool) -> dic
                         idx = label_fraction_indices(full.labels, frac, seed=seed)
                         entry = {"tag": tag, "init": init, "protocol": protocol, "label_fraction": frac,
                                  "fold": fold.index, "seed": seed, "n_train": int(idx.size), "path": str(path),
+                                 "clip_frames": clip,
                                  "n_val_subjects": len(fold.val_subjects),
                                  "pretrain_saw_test": bool(set(seen) & set(fold.test_subjects))}
                         if resume and path.is_file():
                             manifest.append({**entry, **_saved_selection(path)})
                             continue
-                        subset = fold.frames(cache, "train", fcfg.frame_stride, indices=idx)
+                        subset = fold.frames(cache, "train", fcfg.frame_stride, indices=idx, clip_frames=clip)
                         t0 = time.time()
-                        model, chosen = fit(cfg, fcfg, protocol, make_encoder, subset, val, cache.classes, tracker,
+                        model, chosen = fit(cfg, fcfg, protocol, make_encoder, subset, val_clips, cache.classes, tracker,
                                             tag, seed)
                         entry |= {"val_f1": chosen["val_f1"], "selected_epoch": chosen["epoch"],
                                   "selected_lr": chosen["lr"]}
