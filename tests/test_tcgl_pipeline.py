@@ -44,3 +44,15 @@ def test_tcgl_pipeline_with_retrieval(tiny_run, tmp_path):
     assert "R@1" in (out / "retrieval" / "report.md").read_text()
     spec = json.loads((out / "export" / "preprocessing.json").read_text())
     assert spec["models"]["planes"]["clip_frames"] == 4 and spec["input"]["clip_anchor"] == "centre"
+
+
+def test_retrieval_report_table():
+    from usssl.config import RetrievalConfig
+    from usssl.stages.retrieval import markdown
+
+    summary = pd.DataFrame({"level": ["clip"] * 3, "init": ["random", "random", "tcgl"], "k": [1, 5, 1],
+                            "mean": [0.25, 0.5, 0.125], "std": [0.05, float("nan"), float("nan")],
+                            "runs": [2, 2, 1]})
+    text = markdown(summary, RetrievalConfig(), n_folds=2, n_seeds=1)
+    assert "| random | 25.0 ± 5.0 | 50.0 |" in text and "| tcgl | 12.5 | – |" in text
+    assert "No recording-level scores" in text

@@ -109,10 +109,17 @@ def markdown(summary: pd.DataFrame, rcfg: RetrievalConfig, n_folds: int, n_seeds
                   "|---|" + "---|" * len(ks)]
         for init, rows in part.groupby("init", sort=False):
             by_k = rows.set_index("k")
-            cells = [f"{100 * by_k.loc[k, 'mean']:.1f} ± {100 * np.nan_to_num(by_k.loc[k, 'std']):.1f}"
-                     if k in by_k.index else "–" for k in ks]
+            cells = [_cell(by_k.loc[k]) if k in by_k.index else "–" for k in ks]
             lines.append(f"| {init} | " + " | ".join(cells) + " |")
         lines.append("")
     if summary.empty:
         lines.append("No retrieval scores: every gallery was smaller than 4 clips.")
+    if rcfg.recording_clips and "recording" not in set(summary["level"]):
+        lines.append("No recording-level scores: no recording carries a single label (or too few do).")
     return "\n".join(lines) + "\n"
+
+
+def _cell(row: pd.Series) -> str:
+    """Recall in %: mean ± std over runs, the mean alone for one run."""
+    mean = f"{100 * row['mean']:.1f}"
+    return mean if row["runs"] < 2 or np.isnan(row["std"]) else f"{mean} ± {100 * row['std']:.1f}"
