@@ -158,9 +158,11 @@ def cache(tmp_path_factory) -> Cache:
     for shard_id, (subject, n) in SHARDS.items():
         writer = ShardWriter(root, shard_id, capacity=n, size=(4, 4))
         writer.append(np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None], (n, 4, 4)))
-        writer.finish(audio=None, labels=np.full(n, -1), gaze=np.full((n, 2), np.nan), flags=np.zeros(n), info={})
+        labels = np.full(n, 1 if shard_id == "mid" else -1)  # "mid": one label on every frame
+        writer.finish(audio=None, labels=labels, gaze=np.full((n, 2), np.nan), flags=np.zeros(n), info={})
         rows.append({"shard": shard_id, "subject": subject, "split": "train", "fps": 10.0, "n_frames": n,
-                     "height": 4, "width": 4, "has_audio": False, "has_speech": False, "n_labelled": 0, "digest": ""})
+                     "height": 4, "width": 4, "has_audio": False, "has_speech": False,
+                     "n_labelled": int((labels >= 0).sum()), "digest": ""})
     write_json_atomic(root / "cache.json", {"classes": [], "audio_rate": 16000})
     (root / "splits.json").write_text(json.dumps({"train": ["subj_a", "subj_b", "subj_c"], "test": []}))
     write_index(root, pd.DataFrame(rows, columns=INDEX_COLUMNS))
@@ -192,3 +194,18 @@ def test_dataset_reduces_the_stride_skips_and_counts(cache):
         assert PERMUTATIONS[int(item["label"])] == tuple(order)
     with pytest.raises(DataError, match="shorter than the 64 frames"):
         SnippetTupleDataset(cache, ["short"], "train")
+
+
+def test_clip_encoders_read_a_clip_centred_on_the_labelled_frame(cache):
+    from usssl.data.datasets import FrameDataset
+    from usssl.downstream.retrieval import RecordingClips
+
+    ds = FrameDataset(cache, ["mid"], stride=40, clip_frames=4)  # labelled frames 0 and 40 of 80
+    first, second = (ds[i]["video"][0, :, 0, 0] * 255 for i in range(2))  # (T,) cached frame numbers
+    assert ds[0]["video"].shape == (1, 4, 4, 4)
+    assert first.round().tolist() == [0, 0, 0, 1]  # frames −2 … 1, the start repeated
+    assert second.round().tolist() == [38, 39, 40, 41]
+    clips = RecordingClips(cache, ["long", "mid"], clip_frames=3, n_clips=3)
+    assert clips.shard_ids == ["mid"] and clips.labels.tolist() == [1]  # "long" has no label
+    centres = [float(clips[j]["video"][0, 1, 0, 0]) * 255 for j in range(3)]
+    assert np.round(centres).tolist() == [0, 40, 79]  # uniformly spaced over the 80 frames
