@@ -48,7 +48,8 @@ def test_dense_gcn_is_normalised_adjacency_times_hw_plus_bias():
 
 def test_grace_loss_on_three_orthonormal_nodes():
     z = torch.eye(3)[None]  # (1 graph, 3 nodes, D 3): both views identical, nodes orthogonal
-    # node i: positive e^{1/τ}; negatives 2 × e^0 (other view) + 2 × e^0 (same view) → −log(e²/(e² + 4)), τ = 0.5
+    # node i: positive e^{1/τ}; negatives 2 × e^0 (other view) + 2 × e^0 (same view):
+    # −log(e²/(e² + 4)) at τ = 0.5
     expected = math.log(1 + 4 * math.exp(-2))
     assert grace_loss(z, z, temperature=0.5).item() == pytest.approx(expected, abs=1e-6)
     # the second view's node 0 flipped: its positive cosine is −1, every other pair 0 (node 0 loss both ways)

@@ -98,7 +98,8 @@ def grace_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
     """GRACE's symmetric node-level contrastive loss (Zhu et al., *Deep Graph Contrastive
     Representation Learning*, 2020, Eq. 1), the mean over nodes of ½(ℓ(u_i, v_i) + ℓ(v_i, u_i)) with
 
-        ℓ(u_i, v_i) = −log e^{θ(u_i,v_i)/τ} / (e^{θ(u_i,v_i)/τ} + Σ_{k≠i} e^{θ(u_i,v_k)/τ} + Σ_{k≠i} e^{θ(u_i,u_k)/τ})
+        ℓ(u_i, v_i) = −log e^{θ(u_i,v_i)/τ} / (e^{θ(u_i,v_i)/τ} + Σ_{k≠i} e^{θ(u_i,v_k)/τ}
+                                                + Σ_{k≠i} e^{θ(u_i,u_k)/τ})
 
     θ the cosine similarity: the positive is the same node in the other view, the negatives every
     other node of both views.
