@@ -157,7 +157,7 @@ def test_methods_and_their_settings_are_registered_together():
     from usssl.config import METHOD_SETTINGS
     from usssl.methods import METHODS
 
-    assert sorted(METHODS) == sorted(METHOD_SETTINGS) == ["cvrl", "frame_contrastive", "order_transform", "video_speech"]
+    assert sorted(METHODS) == sorted(METHOD_SETTINGS) == ["cvrl", "frame_contrastive", "order_transform", "tcgl", "video_speech"]
 
 
 @pytest.mark.parametrize("package", ["config", "data", "downstream", "engine", "io", "methods", "models", "privacy",

@@ -95,7 +95,7 @@ def test_an_unregistered_method_is_a_config_error_naming_the_choices(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("stages:\n  - pretrain: {method: toy}\n")
     with pytest.raises(ConfigError, match="stages\\[0\\].pretrain.method: got 'toy'; expected 'video_speech', "
-                                          "'order_transform', 'cvrl' or 'frame_contrastive'"):
+                                          "'order_transform', 'cvrl', 'frame_contrastive' or 'tcgl'"):
         load_config(path)
 
 

@@ -26,14 +26,15 @@ from usssl.config.loading import (REDACTED, apply_override, dump, flatten, forma
                                   reference_markdown, to_yaml)
 from usssl.config.machine import check_machine
 from usssl.config.methods import (METHOD_SETTINGS, CVRLConfig, FrameContrastiveConfig, OrderTransformConfig,
-                                  SpeechConfig, VideoSpeechConfig)
+                                  SpeechConfig, TCGLConfig, VideoSpeechConfig)
 from usssl.config.pipeline import REPEATABLE_STAGES, STAGE_NAMES, PipelineConfig, StageEntry
 from usssl.config.preflight import (InputPath, absolute, check_inputs, check_output_dir, check_outputs, check_paths,
                                     input_paths, os_error_message, output_folders)
 from usssl.config.sections import (DataConfig, EncoderConfig, OptimizerConfig, SynthConfig, TrackingConfig,
                                    TrainerConfig)
 from usssl.config.stages import (EvaluateConfig, ExportConfig, FinetuneConfig, IngestConfig, LocaliseConfig,
-                                 PretrainBase, PretrainConfig, SaliencyConfig, SplitConfig, build_pretrain_config)
+                                 PretrainBase, PretrainConfig, RetrievalConfig, SaliencyConfig, SplitConfig,
+                                 build_pretrain_config)
 from usssl.config.strict_yaml import parse_yaml, read_yaml_file
 
 
@@ -54,10 +55,11 @@ def register_method_settings(name: str, settings: type[Strict] | None) -> None:
 
 __all__ = ["Strict", "load_config", "apply_override", "flatten", "format_validation_error", "reference_markdown",
            "to_yaml", "dump", "REDACTED", "PATH", "METHOD_SETTINGS", "CVRLConfig", "OrderTransformConfig",
-           "SpeechConfig", "VideoSpeechConfig",
+           "SpeechConfig", "TCGLConfig", "VideoSpeechConfig",
            "STAGE_NAMES", "PipelineConfig", "StageEntry", "DataConfig", "EncoderConfig", "OptimizerConfig",
            "SynthConfig", "TrackingConfig", "TrainerConfig", "EvaluateConfig", "ExportConfig", "FinetuneConfig",
-           "IngestConfig", "PretrainBase", "PretrainConfig", "SaliencyConfig", "SplitConfig", "build_pretrain_config",
+           "IngestConfig", "PretrainBase", "PretrainConfig", "RetrievalConfig", "SaliencyConfig", "SplitConfig",
+           "build_pretrain_config",
            "register_method_settings", "REPEATABLE_STAGES", "SEED_MAX", "MAX_EPOCHS", "MAX_STEPS", "MAX_BATCH",
            "MAX_PER_EPOCH", "MAX_PIXELS", "parse_yaml", "read_yaml_file", "InputPath", "absolute", "input_paths",
            "check_inputs", "check_paths", "output_folders", "check_outputs", "check_output_dir", "os_error_message",

@@ -263,10 +263,57 @@ class FrameContrastiveConfig(Strict):
         return self
 
 
+class TCGLConfig(Strict):
+    """TCGL (Liu, Wang, Liu, Lan, Lin, IEEE TIP 2022): 3 shuffled snippets, intra- and inter-snippet graphs
+    with GRACE-style contrast, and adaptive snippet order prediction; L = mean(L_intra) + L_inter + L_order.
+
+    Motion emphasis (each clip minus its temporal mean) is a property of the encoder, not of this block:
+    ``pretrain.encoder.motion_emphasis: true``, with ``pretrain.encoder.clip_frames`` (16) the clip every
+    downstream task then reads around a labelled frame, so the encoder is used the way it was pretrained.
+    """
+
+    snippet_frames: int = Field(16, ge=2, le=256, description="frames per snippet L (paper: 16)")
+    gap_frames: int = Field(8, ge=0, le=256, description="sampled frames between two snippets (paper: 8)")
+    stride: int = Field(1, ge=1, description="cached frames between sampled frames; a recording too short for it "
+                        "is sampled at the largest stride that fits, down to 1, and skipped below that (counted)")
+    sub_clips: int = Field(4, ge=2, description="nodes of the intra-snippet graph: the snippet cut into this "
+                           "many sub-clips of snippet_frames / sub_clips frames, chained 0-1-2-3 (paper: 4)")
+    reverse_equivalent: bool = Field(
+        False, description="3 order classes, a permutation and its reverse being one (ours: a probe sweep can run "
+        "either way); false: the paper's 3! = 6")
+    tuples_per_epoch: int = Field(1024, ge=2, le=MAX_PER_EPOCH, description="snippet tuples drawn per epoch")
+    temperature: float = Field(0.5, ge=1e-3, le=100, description="GRACE temperature τ (paper: 0.5)")
+    feature_mask_p: float = Field(0.1, ge=0, lt=1, description="second view: feature columns zeroed with "
+                                  "this probability (paper: 0.1)")
+    edge_drop_p: float = Field(0.2, ge=0, le=1, description="second view: each edge dropped with this "
+                               "probability, self-loops kept (paper: 0.2)")
+    in_batch_negatives: bool = Field(
+        False, description="GRACE negatives from every node of the batch's graphs (ours: a graph has only 3-4 "
+        "nodes); false: only the other nodes of the same graph, both views (the paper)")
+    graph_dim: int | None = Field(None, ge=8, description="GCN output and projection width; null: the encoder's "
+                                  "out_dim (paper: 512)")
+    order_hidden: int = Field(512, ge=8, description="hidden layer of the order head (paper: 512)")
+    order_dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the order classifier (paper: 0.5)")
+    se_reduction: int = Field(6, ge=1, description="SE gate: squeeze to concatenated width / this (paper: 6)")
+    intra_weight: float = Field(1.0, ge=0, description="weight of mean(L_intra) over the snippets (paper: 1)")
+    inter_weight: float = Field(1.0, ge=0, description="weight of L_inter (paper: 1)")
+    order_weight: float = Field(1.0, ge=0, description="weight of L_order (paper: 1)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TCGLConfig":
+        if self.snippet_frames % self.sub_clips:
+            raise ValueError(f"snippet_frames ({self.snippet_frames}) must be a multiple of sub_clips "
+                             f"({self.sub_clips}): the snippet is cut into equal sub-clips")
+        if self.intra_weight == self.inter_weight == self.order_weight == 0:
+            raise ValueError("intra_weight, inter_weight and order_weight are all 0: nothing to learn")
+        return self
+
+
 METHOD_SETTINGS: dict[str, type[Strict]] = {
     "video_speech": VideoSpeechConfig,  # Jiao et al., MICCAI 2020
     "order_transform": OrderTransformConfig,  # Jiao et al., ISBI 2020
     "cvrl": CVRLConfig,  # Qian et al., CVPR 2021
     "frame_contrastive": FrameContrastiveConfig,  # SimCLR frames for ContraCAM (Mo et al., NeurIPS 2021)
+    "tcgl": TCGLConfig,  # Liu et al., IEEE TIP 2022
 }
 """``pretrain.method`` → its settings class (also the ``pretrain.<method>`` key of those settings)."""

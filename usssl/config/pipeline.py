@@ -15,9 +15,10 @@ from usssl.config.base import PATH, SEED_MAX, Strict
 from usssl.config.compare import compare_config
 from usssl.config.sections import DataConfig, EncoderConfig, TrackingConfig, TrainerConfig  # noqa: F401
 from usssl.config.stages import (EvaluateConfig, ExportConfig, FinetuneConfig, IngestConfig, LocaliseConfig,
-                                 PretrainBase, PretrainConfig, SaliencyConfig)
+                                 PretrainBase, PretrainConfig, RetrievalConfig, SaliencyConfig)
 
-STAGE_NAMES = ("ingest", "pretrain", "finetune", "evaluate", "saliency", "localise", "export", "compare")
+STAGE_NAMES = ("ingest", "pretrain", "finetune", "evaluate", "saliency", "localise", "export", "retrieval",
+               "compare")
 REPEATABLE_STAGES = ("pretrain",)
 """Stage kinds that may appear more than once (each pretrain stage with its own ``name``); a second
 stage of any other kind would overwrite the first one's outputs, so it is an error."""
@@ -39,6 +40,7 @@ def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], typ
         localise: LocaliseConfig | None = None
         export: ExportConfig | None = None
         compare: compare_cls | None = None
+        retrieval: RetrievalConfig | None = None
 
         @model_validator(mode="before")
         @classmethod
@@ -114,7 +116,8 @@ def build_schema(pretrain_config: type[PretrainBase]) -> tuple[type[Strict], typ
             fine = self.stage("finetune")
             known = {"random", "pretrain", *names}
             for kind, body in (("finetune", fine), ("saliency", self.stage("saliency")),
-                               ("localise", self.stage("localise"))):
+                               ("localise", self.stage("localise")),
+                               ("retrieval", self.stage("retrieval"))):
                 allowed = known | {"supervised"} if kind == "finetune" else known
                 for init in body.inits if body is not None else []:
                     if init not in allowed:

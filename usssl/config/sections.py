@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from usssl.config.base import MAX_EPOCHS, PATH, SEED_MAX, Strict
 
@@ -125,5 +125,19 @@ class EncoderConfig(Strict):
     width: int = Field(16, ge=4, description="tiny2d/tiny3d: channels of the first block")
     dim: int = Field(64, ge=8, description="tiny2d/tiny3d: embedding size D (others: their own width)")
     dilate_last: int = Field(1, ge=0, le=2, description="SE-ResNeXt: last stages dilated instead of strided")
+    clip_frames: int = Field(
+        1, ge=1, le=256, description="frames of the clip every downstream task (plane detection, retrieval) reads "
+        "around a labelled frame, centred on it, edges repeated; 1: the frame alone. Recorded with the encoder, so "
+        "each encoder is read the way it was pretrained (TCGL: 16)")
+    motion_emphasis: bool = Field(
+        False, description="subtract each input clip's temporal mean before the encoder, in pretraining and every "
+        "downstream task (TCGL, Liu et al. TIP 2022); needs clip_frames >= 2")
+
+    @model_validator(mode="after")
+    def _motion_needs_clip(self) -> "EncoderConfig":
+        if self.motion_emphasis and self.clip_frames < 2:
+            raise ValueError("motion_emphasis: true subtracts the clip's temporal mean, which leaves nothing of a "
+                             "single frame; set clip_frames to at least 2 (TCGL: 16)")
+        return self
 
 

@@ -91,7 +91,8 @@ class PretrainBase(Strict):
 
 
 METHOD_HELP = {"video_speech": "Jiao MICCAI 2020", "order_transform": "Jiao ISBI 2020", "cvrl": "Qian CVPR 2021",
-               "frame_contrastive": "SimCLR frames, Mo NeurIPS 2021"}
+               "frame_contrastive": "SimCLR frames, Mo NeurIPS 2021",
+               "tcgl": "Liu TIP 2022"}
 
 
 def build_pretrain_config(settings: dict[str, type[Strict]] | None = None) -> type[PretrainBase]:
@@ -255,6 +256,31 @@ class LocaliseConfig(Strict):
             raise ValueError(f"mask_iterations ({self.mask_iterations}) must be <= iterations ({self.iterations}): "
                              "the masks are taken along the boxes' refinement")
         return self
+
+
+class RetrievalConfig(Strict):
+    """Clip retrieval with each frozen encoder (``usssl/downstream/retrieval.py``): queries from each fold's
+    test subjects, the gallery from its training subjects, cosine nearest neighbours, Recall@k."""
+
+    inits: list[str] = Field(default_factory=lambda: ["random", "pretrain"],
+                             description="encoders to score: random; pretrain (every pretrain stage) or a pretrain "
+                             "stage's name; per fold and seed, the encoder that never saw the fold's test subjects")
+    clip_frames: int = Field(16, ge=1, le=256, description="frames per query / gallery clip, centred on a labelled "
+                             "frame whose label the clip takes (TCGL: 16)")
+    frame_stride: int = Field(4, ge=1, description="a clip centred on every n-th labelled cached frame")
+    ks: list[int] = Field(default_factory=lambda: [1, 5, 10], description="Recall@k for these k; a k above a "
+                          "quarter of the gallery is left out (and said so)")
+    exclude_background: bool = Field(True, description="leave out clips whose centre frame is 'background' "
+                                     "(most of a scan: they would dominate Recall@k)")
+    recording_clips: int = Field(10, ge=0, description="recording-level variant: features averaged over this many "
+                                 "uniformly spaced clips per recording, for recordings with one label; 0: off")
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, ks: list[int]) -> list[int]:
+        if not ks or any(k < 1 for k in ks):
+            raise ValueError(f"give at least one k >= 1, got {ks}")
+        return ks
 
 
 class ExportConfig(Strict):

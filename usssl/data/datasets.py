@@ -252,6 +252,8 @@ class FrameDataset(Dataset):
         split: the split every shard must belong to, or None.
         stride: keep every n-th cached frame.
         indices: optional subset (positions into the full list), e.g. a label fraction.
+        clip_frames: frames read per item, centred on the labelled frame k (k − T//2 … k + (T−1)//2,
+            edges repeating the first / last frame; the encoder's ``EncoderConfig.clip_frames``); 1: the frame.
     """
 
     def __init__(
@@ -261,9 +263,12 @@ class FrameDataset(Dataset):
         split: str | None = None,
         stride: int = 1,
         indices: np.ndarray | None = None,
+        clip_frames: int = 1,
     ) -> None:
         require_split(cache, shard_ids, split)
-        self.cache = cache
+        if clip_frames < 1:
+            raise ValueError(f"clip_frames must be >= 1, got {clip_frames}")
+        self.cache, self.clip_frames = cache, clip_frames
         items, labels, subjects = [], [], []
         for shard_id in shard_ids:
             shard = cache.shard(shard_id)
@@ -285,9 +290,12 @@ class FrameDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         shard_id, frame = self.items[index]
-        image = np.array(self.cache.shard(shard_id).frames[frame], dtype=np.float32) / 255.0
+        frames = self.cache.shard(shard_id).frames
+        first = frame - self.clip_frames // 2  # centred clip, edges repeated
+        idx = np.clip(np.arange(first, first + self.clip_frames), 0, len(frames) - 1)
+        clip = np.array(frames[idx], dtype=np.float32) / 255.0  # (T, H, W)
         return {
-            "video": torch.from_numpy(image)[None, None],  # (1, 1, H, W)
+            "video": torch.from_numpy(clip)[None],  # (1, T, H, W)
             "label": torch.tensor(int(self.labels[index])),
             "index": torch.tensor(index),
         }

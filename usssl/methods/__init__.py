@@ -28,6 +28,7 @@ METHODS: dict[str, str] = {
     "order_transform": "usssl.methods.order_transform",  # Jiao et al., ISBI 2020
     "cvrl": "usssl.methods.cvrl",  # Qian et al., CVPR 2021
     "frame_contrastive": "usssl.methods.frame_contrastive",  # SimCLR frames; ContraCAM (Mo et al., NeurIPS 2021)
+    "tcgl": "usssl.methods.tcgl",  # Liu et al., IEEE TIP 2022
 }
 
 

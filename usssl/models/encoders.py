@@ -77,6 +77,34 @@ class FrameEncoder(nn.Module):
         return fmap.view(b, t, *fmap.shape[1:]).mean(dim=1)
 
 
+def motion_emphasis(x: torch.Tensor) -> torch.Tensor:
+    """x: (B, C, T, H, W) → x minus its temporal mean, same shape (TCGL's motion emphasis: what stays
+    is what moves; Liu et al., IEEE TIP 2022, Sec. III-A)."""
+    return x - x.mean(dim=2, keepdim=True)
+
+
+class MotionEmphasis(nn.Module):
+    """An encoder that reads ``motion_emphasis(x)``: the clip minus its temporal mean
+    (``EncoderConfig.motion_emphasis``), in ``forward`` and ``feature_map`` alike.
+
+    Args:
+        inner: the encoder ``(B, C, T, H, W) -> (B, D)``; its weights sit under ``inner.``.
+    """
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.out_dim = inner.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, T, H, W) → (B, D)."""
+        return self.inner(motion_emphasis(x))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, T, H, W) → the inner encoder's feature map of the motion-emphasised clip."""
+        return self.inner.feature_map(motion_emphasis(x))
+
+
 def build_image_encoder(name: str, in_channels: int = 1, width: int = 16, dim: int = 64,
                         dilate_last: int = 1) -> nn.Module:
     """A 2-D encoder ``(B, C, H, W) -> (B, out_dim)`` by name (video frames and spectrograms)."""
@@ -98,8 +126,10 @@ def build_encoder(cfg: EncoderConfig, in_channels: int = 1) -> nn.Module:
     from usssl.models.video3d import VIDEO3D_NAMES, build_video3d
 
     if cfg.name in VIDEO3D_NAMES:
-        return build_video3d(cfg.name, in_channels, cfg.width, cfg.dim)
-    return FrameEncoder(build_image_encoder(cfg.name, in_channels, cfg.width, cfg.dim, cfg.dilate_last))
+        encoder = build_video3d(cfg.name, in_channels, cfg.width, cfg.dim)
+    else:
+        encoder = FrameEncoder(build_image_encoder(cfg.name, in_channels, cfg.width, cfg.dim, cfg.dilate_last))
+    return MotionEmphasis(encoder) if cfg.motion_emphasis else encoder
 
 
 def build_speech_encoder(name: str, width: int, dim: int) -> nn.Module:

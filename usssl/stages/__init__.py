@@ -23,6 +23,7 @@ STAGES: dict[str, str] = {
     "localise": "usssl.stages.localise",
     "export": "usssl.stages.export",
     "compare": "usssl.stages.compare",
+    "retrieval": "usssl.stages.retrieval",
 }
 TRAINING_STAGES = ("pretrain", "finetune", "export")  # stages every rank joins under multi-process training
 # (export re-runs the chosen recipe on every subject: its pretraining and fine-tuning train on all ranks)

@@ -51,11 +51,14 @@ class Fold:
     test_subjects: list[str]
     from_split: bool
 
-    def frames(self, cache: Cache, part: str, stride: int, indices: np.ndarray | None = None) -> FrameDataset:
-        """The labelled frames of the ``part`` ("train", "val" or "test") subjects."""
+    def frames(self, cache: Cache, part: str, stride: int, indices: np.ndarray | None = None,
+               clip_frames: int = 1) -> FrameDataset:
+        """The labelled frames of the ``part`` ("train", "val" or "test") subjects, each read as the clip of
+        ``clip_frames`` frames centred on it (the encoder's ``EncoderConfig.clip_frames``)."""
         subjects = {"train": self.train_subjects, "val": self.val_subjects, "test": self.test_subjects}[part]
         split = "test" if part == "test" and self.from_split else None
-        return FrameDataset(cache, shards_of(cache, subjects), split=split, stride=stride, indices=indices)
+        return FrameDataset(cache, shards_of(cache, subjects), split=split, stride=stride, indices=indices,
+                            clip_frames=clip_frames)
 
     @property
     def seen_subjects(self) -> list[str]:

@@ -81,14 +81,17 @@ def run(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dic
         raise ConfigError("evaluate: no fine-tuned models found; add a finetune stage before evaluate")
     manifest = json.loads(manifest_path.read_text())
     folds = {f.index: f for f in fold_plan(cfg, cfg.stage("finetune"), cache)}
-    tests = {i: f.frames(cache, "test", ecfg.frame_stride) for i, f in folds.items()}
+    tests: dict[tuple[int, int], object] = {}  # (fold, clip_frames) → its test frames, read once
     out = Path(cfg.output_dir) / "evaluate"
     out.mkdir(parents=True, exist_ok=True)
     rows, per_class, predictions = [], [], []
     pooled: dict[tuple, list[pd.DataFrame]] = {}
     probs_of: dict[tuple, list[np.ndarray]] = {}
     for entry in manifest:
-        test = tests[entry["fold"]]
+        where = (entry["fold"], entry.get("clip_frames", 1))  # the clip the model's encoder reads
+        if where not in tests:
+            tests[where] = folds[where[0]].frames(cache, "test", ecfg.frame_stride, clip_frames=where[1])
+        test = tests[where]
         model = load_classifier(entry["path"])
         probs = predict(model, test)
         labels, subjects = test.labels, test.subject_ids

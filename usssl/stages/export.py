@@ -112,10 +112,11 @@ def refit_on_all_subjects(cfg: PipelineConfig, recipe: dict, tracker, resume: bo
         return encoder
 
     L.seed_everything(seed, workers=True, verbose=False)
-    full = fold.frames(cache, "train", fcfg.frame_stride)
+    full, clip = fold.frames(cache, "train", fcfg.frame_stride), enc_cfg.clip_frames
     idx = label_fraction_indices(full.labels, recipe["label_fraction"], seed=seed)
-    subset = fold.frames(cache, "train", fcfg.frame_stride, indices=idx)
-    model, chosen = fit(cfg, fcfg, recipe["protocol"], make_encoder, subset, fold.frames(cache, "val", fcfg.frame_stride),
+    subset = fold.frames(cache, "train", fcfg.frame_stride, indices=idx, clip_frames=clip)
+    model, chosen = fit(cfg, fcfg, recipe["protocol"], make_encoder, subset,
+                        fold.frames(cache, "val", fcfg.frame_stride, clip_frames=clip),
                         cache.classes, tracker, "export-refit", seed)
     return model, enc_cfg, {**chosen, "n_train": int(idx.size), "n_subjects": len(everyone),
                             "n_inner_val_subjects": len(fold.val_subjects)}
@@ -159,7 +160,10 @@ def write_export(cfg: PipelineConfig, xcfg: ExportConfig, recipe: dict, model: n
     if xcfg.saliency and candidates:
         saliency, saved = load_saliency_model(candidates[0])
         clip = saved["clip_frames"]
-    spec = PreprocessingSpec.from_training(Cache(cfg.cache_dir).settings, recipe, pipeline=cfg.name)
+    clip_frames = recipe.get("clip_frames", 1)  # the clip the classifier's encoder reads, centred on the frame
+    spec = PreprocessingSpec.from_training(Cache(cfg.cache_dir).settings, recipe, pipeline=cfg.name,
+                                           clip_frames=clip_frames)
+    spec.clip_anchor = "centre" if clip_frames > 1 else spec.clip_anchor
     spec.saliency_clip_frames = clip
     spec.provenance |= {"selection": recipe["selection"], "cross_validated_estimate": estimate,
                         "trained_on": trained_on,

@@ -116,10 +116,12 @@ def supervised_encoder(cfg: PipelineConfig, fcfg: FinetuneConfig, fold: Fold, ca
 
     L.seed_everything(seed, workers=True, verbose=False)
     tag = f"supervised-encoder-fold{fold.index}{_seed_tag(cfg, seed)}"
+    clip = enc_cfg.clip_frames
     with tracker.child(tag, params={"init": "random", "protocol": "finetune", "label_fraction": 1.0,
                                     "fold": fold.index, "seed": seed, "purpose": "the supervised reference encoder"}):
         model, _ = fit(cfg, fcfg, "finetune", lambda: build_encoder(enc_cfg),
-                       fold.frames(cache, "train", fcfg.frame_stride), fold.frames(cache, "val", fcfg.frame_stride),
+                       fold.frames(cache, "train", fcfg.frame_stride, clip_frames=clip),
+                       fold.frames(cache, "val", fcfg.frame_stride, clip_frames=clip),
                        cache.classes, tracker, tag, seed, metric_prefix="")
     if is_main_process():
         save_encoder(path, model.encoder, enc_cfg)
@@ -165,6 +167,8 @@ def run(cfg: PipelineConfig, fcfg: FinetuneConfig, tracker, resume: bool) -> dic
                     starts[init] = (enc_cfg, encoder.state_dict(), seen)
             for init in inits:
                 enc_cfg, state, seen = starts[init]
+                clip = enc_cfg.clip_frames  # each encoder reads its own clips (EncoderConfig.clip_frames)
+                val_clips = val if clip == 1 else fold.frames(cache, "val", fcfg.frame_stride, clip_frames=clip)
 
                 def make_encoder(enc_cfg=enc_cfg, state=state) -> nn.Module:
                     encoder = build_encoder(enc_cfg)
@@ -181,17 +185,18 @@ def run(cfg: PipelineConfig, fcfg: FinetuneConfig, tracker, resume: bool) -> dic
                         idx = label_fraction_indices(full.labels, frac, seed=seed)
                         entry = {"tag": tag, "init": init, "protocol": protocol, "label_fraction": frac,
                                  "fold": fold.index, "seed": seed, "n_train": int(idx.size), "path": str(path),
+                                 "clip_frames": clip,
                                  "n_val_subjects": len(fold.val_subjects),
                                  "pretrain_saw_test": bool(set(seen) & set(fold.test_subjects))}
                         if resume and path.is_file():
                             manifest.append({**entry, **_saved_selection(path)})
                             continue
-                        subset = fold.frames(cache, "train", fcfg.frame_stride, indices=idx)
+                        subset = fold.frames(cache, "train", fcfg.frame_stride, indices=idx, clip_frames=clip)
                         t0 = time.time()
                         params = {k: entry[k] for k in ("init", "protocol", "label_fraction", "fold", "seed",
                                                         "n_train", "n_val_subjects")}
                         with tracker.child(tag, params=params, tags={"usssl.model": tag}) as run_id:
-                            model, chosen = fit(cfg, fcfg, protocol, make_encoder, subset, val, cache.classes,
+                            model, chosen = fit(cfg, fcfg, protocol, make_encoder, subset, val_clips, cache.classes,
                                                 tracker, tag, seed, metric_prefix="")
                             tracker.log_params({"selected_epoch": chosen["epoch"], "selected_lr": chosen["lr"]})
                             tracker.log_metrics({"train_seconds": time.time() - t0} | (
