@@ -7,7 +7,7 @@ Stages talk only through files under ``output_dir`` (the cache, ``pretrain/encod
 ``finetune/*.pt``, ``evaluate/``), so each can be re-run or resumed on its own. A finished stage
 writes ``stages/<i>-<kind>.done.json``; ``resume=True`` skips finished stages and continues an
 unfinished training stage from its last checkpoint. ``config.yaml`` in ``output_dir`` is the resolved
-config the run used (defaults filled in; ``usssl export RUN_DIR`` reads it).
+config the run used (defaults filled in, every path redacted: paths can name patients; ``usssl export RUN_DIR`` reads it).
 
 One MLflow parent run covers the pipeline and each stage is a nested run (``usssl.engine.tracking``);
 when the stages are done the parent run gets the cache as its dataset input, the evaluate stage's
@@ -73,7 +73,7 @@ def _run_stages(cfg: PipelineConfig, resume: bool) -> dict[str, Any]:
     main = is_main_process()
     started = None if resume or not launched_together() else time.time() - 2.0
     if main:
-        write_text_atomic(out / RUN_CONFIG_FILE, to_yaml(cfg))
+        write_text_atomic(out / RUN_CONFIG_FILE, to_yaml(cfg, redact=True))  # paths can name patients
     tracker = Tracker(cfg)
     results: dict[str, Any] = {"tracking_uri": tracker.uri, "output_dir": str(out.resolve()),
                                "experiment": tracker.experiment, "runs_url": tracker.runs_url}

@@ -202,7 +202,13 @@ def reexport(run_dir: str | Path, model: str | None = None, out: str | Path | No
                           "output_dir of a finished `usssl run` (a run from before usssl wrote config.yaml: run "
                           "`usssl run PIPELINE --resume` once, which writes it and skips the finished stages)")
     cfg = load_config(root / RUN_CONFIG_FILE)
-    cfg = cfg.model_copy(update={"output_dir": str(root), "tracking": cfg.tracking.model_copy(update={"enabled": False})})
+    from usssl.config import REDACTED
+
+    data = cfg.data  # config.yaml has its paths redacted (they can name patients): the run's own cache/
+    if data.cache_dir is not None and REDACTED in str(data.cache_dir):
+        data = data.model_copy(update={"cache_dir": None})
+    cfg = cfg.model_copy(update={"output_dir": str(root), "data": data,
+                                 "tracking": cfg.tracking.model_copy(update={"enabled": False})})
     xcfg = cfg.stage("export") or ExportConfig()
     if model:
         xcfg = xcfg.model_copy(update={"model": model})
