@@ -1,4 +1,4 @@
-"""Shared fixtures: one tiny end-to-end pipeline run per test session."""
+"""Shared fixtures: the tiny end-to-end pipeline run once per test session, and a 2-fold run on its cache."""
 
 from __future__ import annotations
 
@@ -56,3 +56,23 @@ def tiny_run(tmp_path_factory):
     cfg = PipelineConfig.model_validate(tiny_raw(out))
     result = run_pipeline(cfg)
     return cfg, result
+
+
+@pytest.fixture(scope="session")
+def kfold_run(tiny_run, tmp_path_factory):
+    """Pretrain + finetune + evaluate with 2 subject-level folds on the tiny run's cache: one
+    pretraining per fold (strictly inductive), inits random, supervised and pretrain, protocols knn
+    and linear."""
+    from usssl.config import PipelineConfig
+    from usssl.pipeline import run_pipeline
+
+    cfg0, _ = tiny_run
+    stages = copy.deepcopy(TINY["stages"])
+    pretrain = {**stages[1]["pretrain"], "max_epochs": 1}
+    finetune = {**stages[2]["finetune"], "cv": "kfold", "folds": 2, "inits": ["random", "supervised", "pretrain"],
+                "protocols": ["knn", "linear"], "label_fractions": [1.0], "knn_k": 3, "val_fraction": 0.5}
+    raw = {**copy.deepcopy(TINY), "output_dir": str(tmp_path_factory.mktemp("kfold") / "run"),
+           "data": {"cache_dir": str(cfg0.cache_dir)},
+           "stages": [{"pretrain": pretrain}, {"finetune": finetune}, {"evaluate": {"bootstrap": 50}}]}
+    cfg = PipelineConfig.model_validate(raw)
+    return cfg, run_pipeline(cfg)

@@ -3,31 +3,11 @@ pretraining per fold), validation subjects for every choice, test read only by e
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from conftest import TINY
-
-
-@pytest.fixture(scope="module")
-def kfold_run(tiny_run, tmp_path_factory):
-    from usssl.config import PipelineConfig
-    from usssl.pipeline import run_pipeline
-
-    cfg0, _ = tiny_run
-    stages = copy.deepcopy(TINY["stages"])
-    pretrain = {**stages[1]["pretrain"], "max_epochs": 1}
-    finetune = {**stages[2]["finetune"], "cv": "kfold", "folds": 2, "inits": ["random", "supervised", "pretrain"],
-                "protocols": ["knn", "linear"], "label_fractions": [1.0], "knn_k": 3, "val_fraction": 0.5}
-    raw = {**copy.deepcopy(TINY), "output_dir": str(tmp_path_factory.mktemp("kfold") / "run"),
-           "data": {"cache_dir": str(cfg0.cache_dir)},
-           "stages": [{"pretrain": pretrain}, {"finetune": finetune}, {"evaluate": {"bootstrap": 50}}]}
-    cfg = PipelineConfig.model_validate(raw)
-    return cfg, run_pipeline(cfg)
 
 
 def _folds(cfg) -> list[list[str]]:

@@ -5,6 +5,7 @@ description and headline, configuration runs under evaluate and fitted-model run
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -134,3 +135,41 @@ def test_an_existing_experiment_without_a_kind_is_tagged_for_the_runs_view(tmp_p
     assert client.get_experiment(made).tags["mlflow.experimentKind"] == "custom_model_development"
     Tracker(cfg.model_copy(update={"name": "genai"}))
     assert client.get_experiment(other).tags["mlflow.experimentKind"] == "genai_development"  # a kind it has stays
+
+
+def test_one_pretraining_logs_into_the_pretrain_stage_run(store):
+    cfg, result, client, exp, runs = store
+    pretrain = next(r for r in runs.values() if r.data.tags.get("usssl.stage") == "pretrain")
+    assert _children(runs, pretrain.info.run_id) == []  # one seed, no folds: the stage run is the pretraining's
+    steps = client.get_metric_history(pretrain.info.run_id, "train/contrastive")
+    assert sorted(p.step for p in steps) == list(range(1, 7))  # 2 epochs × 48 pairs // batch 16
+
+
+def test_each_pretraining_of_a_kfold_run_has_its_own_run_under_the_stage(kfold_run):
+    from mlflow.tracking import MlflowClient
+
+    cfg, result = kfold_run
+    client = MlflowClient(result["tracking_uri"])
+    exp = client.get_experiment_by_name("tiny")
+    runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id], max_results=500)}
+    pretrain = next(r for r in runs.values() if r.data.tags.get("usssl.stage") == "pretrain")
+    children = sorted(_children(runs, pretrain.info.run_id), key=lambda r: r.info.run_name)
+    assert [r.info.run_name for r in children] == ["pretrain-fold0-seed0", "pretrain-fold1-seed0"]
+    assert not [k for k in pretrain.data.metrics if k.startswith(("train/", "data/", "fold", "final/"))]
+    assert pretrain.data.params["n_pretrainings"] == "2"
+    for fold, run in enumerate(children):
+        seen = json.loads((Path(cfg.output_dir) / "pretrain" / f"fold{fold}-seed0" / "pretrain_data.json").read_text())
+        assert run.data.tags["usssl.kind"] == "pretraining" and run.info.status == "FINISHED"
+        assert {k: run.data.params[k] for k in ("method", "fold", "seed", "n_shards")} == {
+            "method": "video_speech", "fold": str(fold), "seed": "0", "n_shards": str(len(seen["shards"]))}
+        assert int(run.data.params["n_subjects"]) == len(seen["subjects"])
+        # its own curves under the same names as the other fold's: 1 epoch × 48 pairs // batch 16 = 3 steps
+        steps = client.get_metric_history(run.info.run_id, "train/contrastive")
+        assert sorted(p.step for p in steps) == [1, 2, 3]
+        assert [p.step for p in client.get_metric_history(run.info.run_id, "train/contrastive_epoch")] == [0]
+        m = run.data.metrics
+        assert "data/n_speech_frames" in m and "final/train/contrastive_epoch" in m
+        assert m["final/train/contrastive_epoch"] == pytest.approx(m["train/contrastive_epoch"])
+        assert not [k for k in m if k.startswith("pretrain-")]  # no per-fold prefixes any more
+        ckpts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+        assert ckpts == {"checkpoints/encoder.pt"}

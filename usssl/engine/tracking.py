@@ -13,7 +13,7 @@ it on the runs table (not the GenAI traces view). One parent run per pipeline (c
 MLflow's standard source / commit / user tags, the dataset as a run input, the headline metrics and
 the report as its description), one nested run per stage, and below a stage any further nested runs
 it opens with :meth:`Tracker.child` (the evaluate stage: one per configuration, one per fitted
-model below it).
+model below it; the pretrain stage: one per pretraining when it has several folds or seeds).
 
 Runs left RUNNING by a process that was killed (SIGKILL, power loss, an OOM kill: no ``finally``
 ran) are ended on the next start: every run carries tags naming its process (``usssl.host``,

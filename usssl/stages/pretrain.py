@@ -8,7 +8,9 @@ default with k folds), or one per seed on the ingest split's training subjects. 
 ``seed<s>/`` below it when there are several), ``encoder.pt`` (``usssl.models.checkpoint``) and
 ``pretrain_data.json`` (the shards and subjects it saw), and ``done.json`` once it has finished.
 With ``--resume`` a finished pretraining (same epoch and step limits) is kept and an unfinished
-one continues from its last checkpoint.
+one continues from its last checkpoint. In MLflow, a stage with several pretrainings gives each its
+own run under the stage run (:func:`pretraining_run`: fold, seed and method as params, its curves
+under the same names as every other's); a single pretraining logs into the stage run.
 
 Before anything is written each pretraining checks that an epoch of its training data holds at least
 one full batch (:func:`check_batch_fits`): otherwise Lightning would train 0 steps, exit 0, and the
@@ -21,6 +23,7 @@ one full batch (:func:`check_batch_fits`): otherwise Lightning would train 0 ste
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -92,8 +95,10 @@ def train_encoder(cfg: PipelineConfig, pcfg, cache, shards: list[str], split: st
                   folder: Path, stage: str, tracker: Tracker, resume: bool, fold: int | None = None,
                   metric_prefix: str = "") -> dict:
     """Pretrain ``pcfg.method`` on ``shards`` with ``seed``; save ``folder/encoder.pt`` (and the data
-    it saw); ``stage`` names its checkpoint folder, ``metric_prefix`` its MLflow curves. Returns the
-    final epoch metrics."""
+    it saw); ``stage`` names its checkpoint folder. Curves, data counts and the checkpoint go to the
+    tracker's active run; ``metric_prefix`` prefixes the curves (and files the checkpoint under
+    ``checkpoints/<folder name>``) for callers that log several pretrainings into one run (the pretrain
+    stage opens a run per pretraining instead). Returns the final epoch metrics."""
     import lightning as L
     from torch.utils.data import DataLoader
 
@@ -129,6 +134,20 @@ def train_encoder(cfg: PipelineConfig, pcfg, cache, shards: list[str], split: st
     return {"epochs": trainer.current_epoch, **final}
 
 
+def pretraining_run(tracker: Tracker, pcfg, run, n_shards: int, several: bool):
+    """Where one pretraining logs: with ``several`` pretrainings in the stage, its own MLflow run under
+    the stage run (named like its checkpoint folder, e.g. ``pretrain-fold0-seed0``; params ``method``,
+    ``fold`` (``none`` on the ingest split), ``seed``, ``n_subjects``, ``n_shards``; tag
+    ``usssl.kind = pretraining``), so that every pretraining has the same curve names and MLflow's
+    chart and compare views can set them side by side; the stage run itself for a single pretraining."""
+    if not several:
+        return contextlib.nullcontext()
+    params = {"method": pcfg.method, "name": pcfg.name or pcfg.method,
+              "fold": "none" if run.fold is None else run.fold, "seed": run.seed,
+              "n_subjects": len(run.subjects), "n_shards": n_shards}
+    return tracker.child(run.stage, params=params, tags={"usssl.kind": "pretraining"})
+
+
 def run(cfg: PipelineConfig, pcfg, tracker: Tracker, resume: bool) -> dict:
     """Run every pretraining of this stage (module docstring)."""
     from usssl.data.cache import Cache
@@ -148,13 +167,13 @@ def run(cfg: PipelineConfig, pcfg, tracker: Tracker, resume: bool) -> dict:
             shards, split = run_shards(cache, pcfg, r)
             log.info("pretraining %s on %d subject(s) (%s, seed %d)", pcfg.method, len(r.subjects),
                      r.inductive_for, r.seed)
-            final = train_encoder(cfg, pcfg, cache, shards, split, r.seed, r.folder, r.stage, tracker, resume,
-                                  fold=r.fold, metric_prefix="" if len(runs) == 1 else f"{r.folder.name}/")
+            with pretraining_run(tracker, pcfg, r, len(shards), several=len(runs) > 1):
+                final = train_encoder(cfg, pcfg, cache, shards, split, r.seed, r.folder, r.stage, tracker, resume,
+                                      fold=r.fold)  # fmt: skip
+                tracker.log_metrics({f"final/{k}": v for k, v in final.items()})
             summary["runs"].append({"fold": r.fold, "seed": r.seed, **final})
             if is_main_process():
                 write_json_atomic(marker, wanted)
-            tracker.log_metrics({f"final/{r.stage}/{k}" if len(runs) > 1 else f"final/{k}": v
-                                 for k, v in final.items()})  # fmt: skip
         summary["encoders"].append(str(path))
     if len(runs) == 1:  # one pretraining: its figures at the top level, as the stage always reported them
         summary |= {"encoder": summary["encoders"][0], **(summary["runs"][0] if summary["runs"] else {})}
