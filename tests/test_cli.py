@@ -214,3 +214,22 @@ def test_screenshot_script_skips_with_a_reason_without_chromium(monkeypatch, cap
     monkeypatch.setattr(mlflow_screenshots, "CHROMIUM", str(tmp_path / "no-chromium"))
     assert mlflow_screenshots.main([str(tmp_path)]) == 0
     assert capsys.readouterr().out.startswith(f"skipped: {tmp_path / 'no-chromium'} not found")
+
+
+def test_screenshot_script_skips_with_a_reason_without_chromedriver(monkeypatch, capsys, tmp_path):
+    sys.path.insert(0, str(REPO / "tools"))
+    import mlflow_screenshots
+
+    monkeypatch.setattr(mlflow_screenshots, "CHROMIUM", sys.executable)  # a file that exists
+    monkeypatch.setattr(mlflow_screenshots, "CHROMEDRIVER", str(tmp_path / "no-driver"))
+    assert mlflow_screenshots.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"skipped: {tmp_path / 'no-driver'} not found") and "chromium-driver" in out
+
+
+def test_screenshot_pipeline_is_valid_with_two_folds_and_six_subjects():
+    from usssl.config import load_config
+
+    cfg = load_config(REPO / "tools" / "mlflow_screenshots.yaml")
+    assert cfg.name == "demo" and cfg.data.synth.subjects == 6
+    assert cfg.stage("finetune").cv == "kfold" and cfg.stage("finetune").folds == 2

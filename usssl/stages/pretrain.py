@@ -170,7 +170,8 @@ def run(cfg: PipelineConfig, pcfg, tracker: Tracker, resume: bool) -> dict:
             with pretraining_run(tracker, pcfg, r, len(shards), several=len(runs) > 1):
                 final = train_encoder(cfg, pcfg, cache, shards, split, r.seed, r.folder, r.stage, tracker, resume,
                                       fold=r.fold)  # fmt: skip
-                tracker.log_metrics({f"final/{k}": v for k, v in final.items()})
+                if len(runs) == 1:  # a run per pretraining shows its last epoch's values as they are
+                    tracker.log_metrics({f"final/{k}": v for k, v in final.items()})
             summary["runs"].append({"fold": r.fold, "seed": r.seed, **final})
             if is_main_process():
                 write_json_atomic(marker, wanted)
