@@ -161,6 +161,17 @@ class OrderTransformConfig(Strict):
         return self
 
 
+def check_view_ranges(cfg) -> None:
+    """The two-view augmentation ranges of CVRL and the frame-level method: each (min, max) of
+    ``crop_area``, ``crop_aspect``, ``blur_sigma`` with 0 < min <= max, and ``crop_area`` max <= 1."""
+    for name in ("crop_area", "crop_aspect", "blur_sigma"):
+        lo, hi = getattr(cfg, name)
+        if not 0 < lo <= hi:
+            raise ValueError(f"{name} must satisfy 0 < min <= max, got [{lo}, {hi}]")
+    if cfg.crop_area[1] > 1:
+        raise ValueError(f"crop_area max must be <= 1, got {cfg.crop_area[1]}")
+
+
 class CVRLConfig(Strict):
     """CVRL (Qian et al., CVPR 2021): two clips of one video, NT-Xent over the global batch.
 
@@ -210,12 +221,7 @@ class CVRLConfig(Strict):
 
     @model_validator(mode="after")
     def _check_ranges(self) -> "CVRLConfig":
-        for name in ("crop_area", "crop_aspect", "blur_sigma"):
-            lo, hi = getattr(self, name)
-            if not 0 < lo <= hi:
-                raise ValueError(f"{name} must satisfy 0 < min <= max, got [{lo}, {hi}]")
-        if self.crop_area[1] > 1:
-            raise ValueError(f"crop_area max must be <= 1, got {self.crop_area[1]}")
+        check_view_ranges(self)
         return self
 
 
@@ -252,12 +258,7 @@ class FrameContrastiveConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "FrameContrastiveConfig":
-        for name in ("crop_area", "crop_aspect", "blur_sigma"):
-            lo, hi = getattr(self, name)
-            if not 0 < lo <= hi:
-                raise ValueError(f"{name} must satisfy 0 < min <= max, got [{lo}, {hi}]")
-        if self.crop_area[1] > 1:
-            raise ValueError(f"crop_area max must be <= 1, got {self.crop_area[1]}")
+        check_view_ranges(self)
         if (self.object_crop or self.bg_mixup) and not self.objects_from:
             raise ValueError("object_crop and bg_mixup need objects_from: the objects/ folder of a localise stage")
         return self

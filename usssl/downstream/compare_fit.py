@@ -142,9 +142,10 @@ def fit_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val:
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     x = (x - mean) / std
     xv = (torch.as_tensor(x_val, dtype=torch.float32) - mean) / std
+    from usssl.downstream.plane_detection import balanced_weights
+
     y = torch.as_tensor(y_train, dtype=torch.long)
-    counts = torch.bincount(y, minlength=n_classes).double()
-    weights = torch.where(counts > 0, counts.sum() / (counts.clamp_min(1) * (counts > 0).sum()), 0).float()
+    weights = balanced_weights(np.asarray(y_train, int), n_classes)  # the linear probe's class weights
     best: dict = {"val_f1": -1.0}
     grid: dict[str, float] = {}
     for lr in lr_grid:

@@ -128,10 +128,10 @@ def _cell(cfg: PipelineConfig, ccfg, entry, task, cache, fold, seed: int, out: P
                     task.optimizer, seed)  # selection sees train and val only
     x_te, y_te, s_te, r_te = parts["test"]
     probs = head_probs(head, x_te)  # test scored once
-    level = task.level if task.level != "auto" else (
-        "recording" if task.kind == "classification" and cache.settings.get("label_level") == "recording" else "frame")
+    from usssl.stages.evaluate import by_recording, scoring_level
+
+    level = scoring_level(task.level, cache) if task.kind == "classification" else task.level.replace("auto", "frame")
     if level == "recording":
-        from usssl.stages.evaluate import by_recording
 
         probs, y_te, _, s_te = by_recording(probs, y_te, r_te, s_te)
     yhat = probs.argmax(1)

@@ -63,6 +63,14 @@ def by_recording(probs: np.ndarray, labels: np.ndarray, shards: list[str], subje
     return pooled, truth, np.array(order), groups["subject"].first().loc[order].to_numpy()
 
 
+def scoring_level(level: str, cache) -> str:
+    """``level`` with ``auto`` resolved: recording when the cache's labels came one per recording (a
+    recording,label table), else frame."""
+    if level != "auto":
+        return level
+    return "recording" if cache.settings.get("label_level") == "recording" else "frame"
+
+
 def run(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dict:
     """Score the models of ``finetune/manifest.json`` once on their test subjects; write and log the
     report (module docstring)."""
@@ -73,9 +81,7 @@ def run(cfg: PipelineConfig, ecfg: EvaluateConfig, tracker, resume: bool) -> dic
 
     cache = Cache(cfg.cache_dir)
     classes = cache.classes
-    if ecfg.level == "auto":  # one label per recording (a recording,label table): score recordings
-        ecfg = ecfg.model_copy(update={"level": "recording" if cache.settings.get("label_level") == "recording"
-                                       else "frame"})  # fmt: skip
+    ecfg = ecfg.model_copy(update={"level": scoring_level(ecfg.level, cache)})
     manifest_path = Path(cfg.output_dir) / "finetune" / "manifest.json"
     if not manifest_path.is_file():
         raise ConfigError("evaluate: no fine-tuned models found; add a finetune stage before evaluate")
